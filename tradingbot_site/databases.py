@@ -1,0 +1,84 @@
+"""Build ``DATABASES`` from the environment, never raising.
+
+Settings must import cleanly even when a URL is wrong, so that ``tbmigrate`` can
+report the mistake as one clear line (and ``manage.py check`` as a system check)
+instead of a traceback from deep inside Django's start-up.  A bad alias is
+configured with Django's dummy backend and its error is kept in ``errors``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+
+SUPPORTED_ENGINES = {
+    "django.db.backends.postgresql": "postgresql",
+    "django.db.backends.sqlite3": "sqlite",
+}
+
+# alias -> environment variable holding its URL
+URL_VARIABLES = {"default": "DATABASE_URL", "qa": "QA_DATABASE_URL", "prod": "PROD_DATABASE_URL"}
+
+DUMMY = {"ENGINE": "django.db.backends.dummy"}
+
+
+def parse_url(url: str, variable: str) -> dict[str, Any]:
+    """Parse one database URL into a Django settings dict, or raise ValueError with a fix."""
+    from migrator.redact import mask_url
+
+    if "://" not in url:
+        # Not a URL at all: echo none of it, since we cannot tell which part is secret.
+        raise ValueError(
+            f"{variable} is not a database URL (it has no scheme://); "
+            "expected postgres://USER:PASSWORD@HOST:PORT/NAME or sqlite:///PATH"
+        )
+    shown = mask_url(url)
+    try:
+        config = dj_database_url.parse(url)
+    except Exception as exc:  # dj-database-url raises ValueError/KeyError on odd input
+        reason = str(exc).replace(url, shown)
+        raise ValueError(
+            f"{variable}={shown} cannot be parsed ({reason}); "
+            "expected postgres://USER:PASSWORD@HOST:PORT/NAME or sqlite:///PATH"
+        ) from None
+    engine = config.get("ENGINE", "")
+    if engine not in SUPPORTED_ENGINES:
+        scheme = url.split("://", 1)[0]
+        raise ValueError(
+            f"{variable}={shown} uses '{scheme}', which tbmigrate does not support; "
+            "use a postgres:// (or postgresql://) or sqlite:/// URL"
+        )
+    if not config.get("NAME"):
+        raise ValueError(f"{variable}={shown} names no database; add it after the host: .../NAME")
+    if engine.endswith("postgresql") and config.get("PORT") in ("", None):
+        config["PORT"] = ""
+    return config
+
+
+def sqlite_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(Path(path).expanduser().absolute())}
+
+
+def databases_from_environ(
+    environ: Mapping[str, str], base_dir: Path
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``(DATABASES, errors)`` from DATABASE_URL / SQLITE_DB_PATH / QA_ / PROD_DATABASE_URL."""
+    databases: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for alias, variable in URL_VARIABLES.items():
+        url = environ.get(variable, "").strip()
+        if not url:
+            continue
+        try:
+            databases[alias] = parse_url(url, variable)
+        except ValueError as exc:
+            databases[alias] = dict(DUMMY)
+            errors[alias] = str(exc)
+    if "default" not in databases:
+        path = environ.get("SQLITE_DB_PATH", "").strip() or base_dir / "tradingbot.sqlite3"
+        databases["default"] = sqlite_config(path)
+    return databases, errors
