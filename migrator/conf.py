@@ -1,0 +1,65 @@
+"""tbmigrate's settings, with their defaults, read at call time (never copied at import).
+
+Each setting is ``TBMIGRATE_<NAME>`` in Django settings; ``get("NAME")`` returns it or
+the default below.  Reading lazily keeps ``override_settings`` working in tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Folder holding the versioned scripts (env TBMIGRATE_SCRIPTS_DIR overrides it).
+    "SCRIPTS_DIR": "migration_scripts",
+    # Seconds a second run/rollback waits for the migration lock before giving up.
+    "LOCK_TIMEOUT": 60.0,
+    # Aliases whose run/rollback ask for confirmation unless --no-input.
+    "PROTECTED_DATABASES": ["prod"],
+    # Where `tbmigrate backup` writes; aliases always backed up before `run`.
+    "BACKUP_DIR": "backups",
+    "BACKUP_DATABASES": [],
+    # Callables that may veto a rollback (see migrator.validation.rollback).
+    "ROLLBACK_GUARDS": ["migrator.validation.guards.active_trading_sessions"],
+    # Tables that schema validation leaves alone (tbmigrate's own and Django's).
+    "IGNORED_TABLES": [
+        "tbmigrate_applied_migration",
+        "tbmigrate_audit_event",
+        "django_migrations",
+        "django_content_type",
+        "django_admin_log",
+        "django_session",
+        "auth_group",
+        "auth_group_permissions",
+        "auth_permission",
+        "auth_user",
+        "auth_user_groups",
+        "auth_user_user_permissions",
+        "sqlite_sequence",
+    ],
+    # PostgreSQL: per-step lock_timeout / statement_timeout in seconds (None: server default).
+    "PG_LOCK_TIMEOUT": None,
+    "PG_STATEMENT_TIMEOUT": None,
+    # How many SQL statements of one step the audit event keeps.
+    "MAX_STATEMENTS_KEPT": 500,
+}
+
+
+def get(name: str) -> Any:
+    return getattr(settings, f"TBMIGRATE_{name}", DEFAULTS[name])
+
+
+def base_dir() -> Path:
+    return Path(getattr(settings, "BASE_DIR", Path.cwd()))
+
+
+def project_path(name: str) -> Path:
+    """A path setting, relative ones taken from the project root."""
+    path = Path(str(get(name))).expanduser()
+    return path if path.is_absolute() else base_dir() / path
+
+
+def scripts_dir() -> Path:
+    return project_path("SCRIPTS_DIR")

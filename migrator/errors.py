@@ -1,0 +1,57 @@
+"""Every error tbmigrate raises on purpose, each with the fix in its message.
+
+The management command turns these into ``CommandError(message, returncode=exit_code)``.
+Exit codes: 1 for a failure (a migration, a check, the database), 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+
+class MigratorError(Exception):
+    """Base class: ``str(exc)`` is one line saying what is wrong and what to do."""
+
+    exit_code = 1
+
+
+class UsageError(MigratorError):
+    """The command line asks for something that does not exist or cannot be."""
+
+    exit_code = 2
+
+
+class ConfigurationError(MigratorError):
+    """Settings or environment are wrong (bad URL, unsupported database, ...)."""
+
+
+class DatabaseUnavailable(MigratorError):
+    """The database cannot be reached or written."""
+
+
+class ScriptError(MigratorError):
+    """A migration script cannot be loaded; the message names the file."""
+
+
+class HistoryConflict(MigratorError):
+    """Applied history disagrees with the scripts (changed, missing, failed, out of order)."""
+
+
+class MigrationFailed(MigratorError):
+    """A step raised; it was rolled back (or recorded as failed when not atomic)."""
+
+    def __init__(self, message: str, version: str | None = None, step: object = None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.step = step  # the executor's StepResult for the failed step
+        self.result: object = None  # the api's RunResult so far, set by MigrationSystem
+
+
+class RollbackRefused(MigratorError):
+    """A rollback was refused before anything was reverted."""
+
+
+class LockTimeout(MigratorError):
+    """Another process holds the migration lock."""
+
+
+class Aborted(MigratorError):
+    """The user answered no at a confirmation prompt."""
