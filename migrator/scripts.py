@@ -1,0 +1,265 @@
+"""Find, load and create migration scripts.
+
+A script is a Python file in the scripts folder named
+``YYYY-MM-DDTHH-mm-ss-VERSION-NAME.py`` (the time stamp is optional) that defines
+``version``, ``up(db)`` and optionally ``name``, ``description``, ``atomic`` and
+``down(db)``.  Loading never writes anything and returns immutable ``Script``
+objects; every problem becomes a ``ScriptError`` naming the file.
+
+The code that runs is compiled from the very bytes that were hashed, so a stored
+checksum always describes the code that was executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from migrator.errors import ScriptError, UsageError
+from migrator.versions import VERSION_PATTERN, Version
+
+FILE_NAME = re.compile(
+    r"^(?:(?P<stamp>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})-)?"
+    rf"(?P<version>{VERSION_PATTERN})-(?P<name>[^.]+)\.py$"
+)
+NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
+
+
+@dataclass(frozen=True)
+class Script:
+    """One loaded migration script."""
+
+    version: Version
+    name: str
+    description: str
+    path: Path
+    checksum: str
+    up: Callable[[Any], Any] = field(repr=False, compare=False)
+    down: Callable[[Any], Any] | None = field(repr=False, compare=False)
+    atomic: bool = True
+
+    @property
+    def reversible(self) -> bool:
+        return self.down is not None
+
+    @property
+    def label(self) -> str:
+        return f"{self.version} {self.name}"
+
+
+def checksum(data: bytes) -> str:
+    """SHA-256 of the file with line endings normalised (a CRLF checkout is not a change)."""
+    return hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest()
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    try:
+        return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+    except ValueError:
+        return str(path)
+
+
+def script_files(folder: Path) -> list[Path]:
+    """Candidate script files: ``*.py`` not starting with ``_`` or ``.``."""
+    if not folder.is_dir():
+        raise ScriptError(
+            f"the scripts folder {shown(folder)} does not exist "
+            "(create it, or set TBMIGRATE_SCRIPTS_DIR to the folder that holds the scripts)"
+        )
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.suffix == ".py" and not path.name.startswith(("_", ".")) and path.is_file()
+    )
+
+
+def parse_file_name(path: Path) -> tuple[Version, str]:
+    match = FILE_NAME.match(path.name)
+    if not match or not NAME.match(match.group("name")):
+        raise ScriptError(
+            f"{shown(path)}: the file name must look like "
+            "YYYY-MM-DDTHH-mm-ss-1.0.3-lower-case-name.py (create scripts with `tbmigrate create`)"
+        )
+    try:
+        version = Version.parse(match.group("version"))
+    except ValueError as exc:
+        raise ScriptError(f"{shown(path)}: {exc}") from None
+    return version, match.group("name")
+
+
+def load_script(path: Path) -> Script:
+    """Load one file into a ``Script``; raise ``ScriptError`` naming the file."""
+    file_version, file_name = parse_file_name(path)
+    data = path.read_bytes()
+    where = shown(path)
+    try:
+        code = compile(data, str(path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise ScriptError(
+            f"{where}, line {exc.lineno}: syntax error: {exc.msg} (fix the script; nothing was run)"
+        ) from None
+    module = types.ModuleType(f"tbmigrate_scripts.s_{checksum(data)[:16]}")
+    module.__file__ = str(path)
+    sys.modules[module.__name__] = module
+    try:
+        exec(code, module.__dict__)
+    except Exception as exc:
+        sys.modules.pop(module.__name__, None)
+        raise ScriptError(
+            f"{where}: importing it raised {exc.__class__.__name__}: {exc} "
+            "(fix the script; scripts receive `db` and should not import application code)"
+        ) from None
+    return _script_from_module(module, path, file_version, file_name, checksum(data))
+
+
+def _script_from_module(
+    module: types.ModuleType, path: Path, file_version: Version, file_name: str, digest: str
+) -> Script:
+    where = shown(path)
+    attrs = module.__dict__
+    if "version" not in attrs:
+        raise ScriptError(f'{where}: defines no `version` (add version = "{file_version}")')
+    try:
+        version = Version.parse(str(attrs["version"]))
+    except ValueError as exc:
+        raise ScriptError(f"{where}: {exc}") from None
+    if version != file_version:
+        raise ScriptError(
+            f"{where}: declares version {version} but its file name says {file_version} "
+            "(make them agree)"
+        )
+    name = attrs.get("name", file_name)
+    if name != file_name:
+        raise ScriptError(
+            f"{where}: declares name '{name}' but its file name says '{file_name}' "
+            "(make them agree)"
+        )
+    up, down = attrs.get("up"), attrs.get("down")
+    if not callable(up):
+        raise ScriptError(f"{where}: defines no up(db) function (every script needs one)")
+    if down is not None and not callable(down):
+        raise ScriptError(f"{where}: `down` must be a function down(db)")
+    atomic = attrs.get("atomic", True)
+    if not isinstance(atomic, bool):
+        raise ScriptError(f"{where}: `atomic` must be True or False, not {atomic!r}")
+    description = attrs.get("description") or (module.__doc__ or "").strip()
+    return Script(
+        version=version,
+        name=name,
+        description=str(description),
+        path=path,
+        checksum=digest,
+        up=up,
+        down=down,
+        atomic=atomic,
+    )
+
+
+def load_scripts(folder: Path) -> list[Script]:
+    """Load every script in ``folder``, sorted by version.
+
+    Every problem in every file is collected first, so one run reports them all;
+    duplicates are named with both files.  Nothing is loaded partially: either all
+    scripts are returned or ``ScriptError`` is raised.
+    """
+    problems: list[str] = []
+    scripts: list[Script] = []
+    for path in script_files(folder):
+        try:
+            scripts.append(load_script(path))
+        except ScriptError as exc:
+            problems.append(str(exc))
+    problems.extend(_duplicates(scripts))
+    if problems:
+        head = (
+            "a migration script cannot be loaded"
+            if len(problems) == 1
+            else (f"{len(problems)} migration script problems")
+        )
+        raise ScriptError(f"{head}: " + "; ".join(problems))
+    return sorted(scripts, key=lambda script: script.version)
+
+
+def _duplicates(scripts: Iterable[Script]) -> list[str]:
+    seen: dict[Version, Script] = {}
+    problems = []
+    for script in scripts:
+        if script.version in seen:
+            problems.append(
+                f"version {script.version} is used by both {shown(seen[script.version].path)} and "
+                f"{shown(script.path)} (give one of them the next free version)"
+            )
+        else:
+            seen[script.version] = script
+    return problems
+
+
+TEMPLATE = '''"""{description}"""
+
+version = "{version}"
+name = "{name}"
+description = {description_literal}
+# atomic = False  # run outside a transaction (e.g. CREATE INDEX CONCURRENTLY on PostgreSQL)
+
+
+def up(db):
+    # db.execute(sql, params) runs SQL with %s placeholders on PostgreSQL and SQLite;
+    # db.vendor is "postgresql" or "sqlite"; see migrator/database.py for the helpers.
+    raise NotImplementedError("write up() of {version} {name}")
+
+
+def down(db):
+    # Undo exactly what up() did. Delete this function only if the change cannot be
+    # undone: rollback then refuses, and `tbmigrate status` shows it as irreversible.
+    raise NotImplementedError("write down() of {version} {name}")
+'''
+
+
+def render(version: Version, name: str, description: str) -> str:
+    return TEMPLATE.format(
+        version=version,
+        name=name,
+        description=description.replace('"""', "'''") or name.replace("-", " ").capitalize(),
+        description_literal=repr(description or name.replace("-", " ").capitalize()),
+    )
+
+
+def create_script(
+    folder: Path, version_text: str, name: str, description: str = "", now: datetime | None = None
+) -> Path:
+    """Write a new script from the template and return its path."""
+    try:
+        version = Version.parse(version_text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not NAME.match(name):
+        raise UsageError(
+            f"'{name}' is not a valid name: use lower-case words joined by hyphens, "
+            "e.g. add-trading-sessions"
+        )
+    if not folder.is_dir():
+        raise UsageError(
+            f"the scripts folder {shown(folder)} does not exist "
+            "(create it, or set TBMIGRATE_SCRIPTS_DIR)"
+        )
+    for path in script_files(folder):
+        match = FILE_NAME.match(path.name)
+        if match and match.group("version") == str(version):
+            raise UsageError(
+                f"version {version} already exists in {shown(path)} (choose the next free version)"
+            )
+    stamp = (now or datetime.now(UTC)).strftime(STAMP_FORMAT)
+    path = folder / f"{stamp}-{version}-{name}.py"
+    with path.open("x", encoding="utf-8") as handle:
+        handle.write(render(version, name, description))
+    return path
