@@ -1,0 +1,125 @@
+"""Rendering helpers shared by the subcommands: tables, durations, JSON, prompts."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.core.management.base import OutputWrapper
+from django.core.management.color import Style
+
+from migrator.errors import Aborted
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class Output:
+    """What a handler writes to: stdout/stderr with Django's styles and verbosity."""
+
+    def __init__(
+        self, stdout: OutputWrapper, stderr: OutputWrapper, style: Style, options: dict[str, Any]
+    ):
+        self.stdout = stdout
+        self.stderr = stderr
+        self.style = style
+        self.options = options
+        self.verbosity = int(options.get("verbosity", 1))
+        self.json = bool(options.get("json"))
+
+    def line(self, text: str = "", level: int = 1) -> None:
+        """A human line; suppressed under --json (stdout is then one JSON document)."""
+        if self.verbosity >= level and not self.json:
+            self.stdout.write(text)
+
+    def partial(self, text: str) -> None:
+        if self.verbosity >= 1 and not self.json:
+            self.stdout.write(text, ending="")
+            self.stdout.flush()
+
+    def note(self, text: str) -> None:
+        """A message for the human even under --json (it goes to stderr there)."""
+        if self.json:
+            self.stderr.write(text)
+        elif self.verbosity >= 1:
+            self.stdout.write(text)
+
+    def emit_json(self, data: Any) -> None:
+        self.stdout.write(json.dumps(data, indent=2, default=_json_default))
+
+    def confirm(self, question: str, items: Iterable[str]) -> bool:
+        """Ask to go on unless --no-input; refuse rather than hang when there is no terminal."""
+        if not self.options.get("interactive", True):
+            return True
+        if not sys.stdin.isatty():
+            raise Aborted(
+                "confirmation needed but there is no terminal to ask on; "
+                "add --no-input to go on without asking"
+            )
+        out = self.stderr if self.json else self.stdout
+        for item in items:
+            out.write(f"  {item}")
+        answer = input(f"{question} Type 'yes' to continue: ")
+        return answer.strip().lower() == "yes"
+
+
+def duration(ms: float | None) -> str:
+    if ms is None:
+        return ""
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 10_000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.1f} s"
+
+
+def when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns; cells may carry colour codes, which take no width."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, _width(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        padded = (
+            cell + " " * (width - _width(cell)) for cell, width in zip(cells, widths, strict=True)
+        )
+        return "  ".join(padded).rstrip()
+
+    return [fmt(headers)] + [fmt(row) for row in rows]
+
+
+def _width(cell: str) -> int:
+    return len(_ANSI.sub("", cell))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def progress(out: Output):  # type: ignore[no-untyped-def]
+    """Executor callbacks that print Django-style step lines: ``Applying 1.0.3 x... OK (12 ms)``."""
+    from migrator.executor import Progress
+
+    verbs = {"apply": "Applying", "revert": "Reverting", "fake": "Faking"}
+
+    def on_start(action: str, script: Any) -> None:
+        out.partial(f"  {verbs.get(action, action)} {script.label}...")
+
+    def on_done(result: Any) -> None:
+        if result.outcome == "success":
+            out.line(out.style.SUCCESS(" OK") + f" ({duration(result.duration_ms)})")
+            if result.statements:
+                out.line(f"    {result.statements} statement(s)", level=2)
+        else:
+            out.line(out.style.ERROR(" FAILED") + f" ({duration(result.duration_ms)})")
+
+    return Progress(on_start=on_start, on_done=on_done, on_message=out.note)

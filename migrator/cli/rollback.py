@@ -1,0 +1,76 @@
+"""``tbmigrate rollback``: revert applied migrations, newest first, one by default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migrator.api import MigrationSystem
+from migrator.cli.render import Output, duration, progress
+from migrator.cli.run import as_json
+
+help = (
+    "Revert applied migrations newest first: with no argument the newest one; "
+    "VERSION: it and every newer one; --to VERSION: every one newer than VERSION (0: all)."
+)
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "version",
+        nargs="?",
+        metavar="VERSION",
+        help="Roll back this version and every applied one newer than it.",
+    )
+    parser.add_argument(
+        "--to",
+        metavar="VERSION",
+        help="Roll back every applied migration newer than VERSION (0: all).",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="Print what would be reverted; change nothing."
+    )
+    parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="How long to wait for another run to finish (default: setting LOCK_TIMEOUT).",
+    )
+
+
+def handle(out: Output, options: dict[str, Any]) -> None:
+    system = MigrationSystem(
+        options["database"], progress=progress(out), lock_timeout=options["lock_timeout"]
+    )
+    out.line(f"Database: {system.database}")
+
+    def confirm(steps: Any) -> bool:
+        return out.confirm(
+            f"Roll back {len(steps)} migration(s) on {system.database}, newest first?",
+            [s.label for s in steps],
+        )
+
+    try:
+        result = system.rollback(
+            options["version"], to=options["to"], dry_run=options["dry_run"], confirm=confirm
+        )
+    except Exception as exc:
+        if out.json and getattr(exc, "result", None) is not None:
+            out.emit_json(as_json(exc.result, error=str(exc)))
+        raise
+    if out.json:
+        out.emit_json(as_json(result))
+        return
+    if result.dry_run:
+        if result.planned:
+            out.line(f"Would roll back {len(result.planned)} migration(s), newest first:")
+            for label in result.planned:
+                out.line(f"  {label}")
+        else:
+            out.line("Nothing to roll back.")
+        return
+    if not result.steps:
+        out.line("Nothing to roll back.")
+        return
+    total = sum(step.duration_ms for step in result.steps)
+    out.line(f"Rolled back {len(result.steps)} migration(s) in {duration(total)}.")

@@ -1,0 +1,106 @@
+"""``python manage.py tbmigrate <subcommand>``: a thin layer over ``migrator.api``.
+
+Parsing and rendering live in ``migrator/cli/``; this module wires the subcommands
+and turns every error into one line and an exit code (0 success, 1 failure,
+2 bad usage), with a traceback only under ``--traceback``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
+
+from migrator import cli, redact
+from migrator.cli.render import Output
+from migrator.errors import MigratorError
+
+
+class Command(BaseCommand):
+    help = "TradingBot database migrations: status, run, rollback, create, validate."
+    # The subcommands do their own checks; Django's would only slow every call down.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        subparsers = parser.add_subparsers(
+            dest="subcommand", metavar="SUBCOMMAND", required=True, parser_class=_SubParser
+        )
+        for name in cli.SUBCOMMANDS:
+            module = cli.load(name)
+            sub = subparsers.add_parser(
+                name,
+                help=module.help,
+                description=module.help,
+                called_from_command_line=parser.called_from_command_line,
+            )
+            _add_common(sub)
+            module.add_arguments(sub)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        out = Output(self.stdout, self.stderr, self.style, options)
+        try:
+            cli.load(options["subcommand"]).handle(out, options)
+        except CommandError as exc:
+            raise CommandError(redact.scrub(str(exc)), returncode=exc.returncode) from exc
+        except MigratorError as exc:
+            raise CommandError(redact.scrub(str(exc)), returncode=exc.exit_code) from exc
+        except DatabaseError as exc:
+            first = (redact.scrub(str(exc)).strip().splitlines() or [exc.__class__.__name__])[0]
+            raise CommandError(f"database error: {first}", returncode=1) from exc
+        except KeyboardInterrupt as exc:
+            raise CommandError(
+                "interrupted; the step in progress was rolled back (see `tbmigrate status`)",
+                returncode=130,
+            ) from exc
+        except Exception as exc:
+            if options.get("traceback"):
+                raise
+            raise CommandError(
+                f"unexpected error: {exc.__class__.__name__}: {redact.scrub(str(exc))} "
+                "(run again with --traceback to see where)",
+                returncode=1,
+            ) from exc
+
+
+class _SubParser(CommandParser):
+    """Subcommand parser; usage errors exit 2 as argparse does, from the command line."""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand takes after its name (``tbmigrate rollback 1.0.8 --no-input``)."""
+    parser.add_argument(
+        "--database",
+        default="default",
+        help="Database alias: default, qa (QA_DATABASE_URL) or prod (PROD_DATABASE_URL).",
+    )
+    parser.add_argument(
+        "--no-input",
+        "--noinput",
+        action="store_false",
+        dest="interactive",
+        help="Never prompt; confirm destructive steps non-interactively.",
+    )
+    # Django's own options, accepted after the subcommand too; SUPPRESS keeps a value
+    # given before the subcommand (`tbmigrate --traceback run`).
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="Show the traceback of an error.",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbosity",
+        type=int,
+        choices=[0, 1, 2, 3],
+        default=argparse.SUPPRESS,
+        help="0 quiet, 1 normal, 2 verbose.",
+    )
+    parser.add_argument(
+        "--no-color",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="Don't colorize the output.",
+    )
