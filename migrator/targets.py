@@ -108,11 +108,25 @@ def connect(alias: str):  # type: ignore[no-untyped-def]
     try:
         connection.ensure_connection()
         if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET application_name = %s", [application_name()])
+            _tune_session(connection)
     except DatabaseError as exc:
         raise DatabaseUnavailable(connection_error_message(alias, exc)) from exc
     return connection
+
+
+def _tune_session(connection) -> None:  # type: ignore[no-untyped-def]
+    """Name the session after this process, and have the server watch for a dead client.
+
+    The application name lets a waiting run (and a DBA) see who holds the migration
+    lock.  ``client_connection_check_interval`` (PostgreSQL 14+) makes the server notice
+    a killed tbmigrate even while its backend is busy in a long statement: without it
+    a SIGKILLed run keeps its advisory lock and its open transaction until that
+    statement ends, which may be hours for a data migration.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('application_name', %s, false)", [application_name()])
+        if connection.pg_version >= 140000:
+            cursor.execute("SET client_connection_check_interval = '1s'")
 
 
 def connection_error_message(alias: str, exc: BaseException) -> str:
