@@ -309,6 +309,7 @@ class MigrationSystem:
     def _locked(self) -> Iterator[None]:
         """Connect, take the lock, then (and only then) create tbmigrate's tables."""
         self._connect()
+        targets.require_writable(self.alias)
         with migration_lock(self.alias, self.lock_timeout, on_wait=self.progress.on_message):
             _db(lambda: history.ensure_schema(self.alias), self.alias)
             yield

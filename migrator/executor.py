@@ -169,7 +169,11 @@ class Executor:
             if script.atomic:
                 duration = self._atomic_with_retries(action, script, func, record, capture, db)
             else:
-                with self._session_timeouts(), self.connection.execute_wrapper(capture):
+                with (
+                    self._session_timeouts(),
+                    self.connection.execute_wrapper(capture),
+                    self._watch(capture),
+                ):
                     func(db)
                 duration = _ms_since(started)
                 with transaction.atomic(using=self.alias):

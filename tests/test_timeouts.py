@@ -183,3 +183,45 @@ def test_timeout_flags_are_checked_and_do_nothing_on_sqlite(target, tmp_path):
     assert ok.returncode == 0, ok.stderr
     statements = apply_event(target, "1.0.0")["statements"]
     assert [s["sql"] for s in statements][-1].startswith("CREATE TABLE a1")
+
+
+def test_a_blocked_non_atomic_step_is_not_retried_and_is_recorded_failed(trades):
+    """Part of a non-atomic step may have run, so it is never retried: it fails, named."""
+    target, scripts = trades
+    next(scripts.glob("*-1.0.1-add-fee.py")).unlink()
+    write_script(
+        scripts,
+        "1.0.1",
+        "index-fee",
+        atomic=False,
+        up="""
+        db.execute("CREATE TABLE fee_log (id INTEGER)")
+        db.execute("ALTER TABLE trades ADD COLUMN fee NUMERIC")
+        """,
+    )
+    blocker = hold_trades(target)
+    try:
+        result = cli(
+            "run",
+            "--pg-lock-timeout",
+            "0.5",
+            "--pg-lock-retries",
+            "3",
+            database=target,
+            scripts=scripts,
+        )
+        blocker_pid = blocker.info.backend_pid
+    finally:
+        blocker.close()
+    assert result.returncode == 1
+    assert "lock_timeout (0.5 s) reached 1 time(s)" in result.stderr
+    assert f"blocked by server process {blocker_pid} (application 'trading-engine'" in (
+        result.stderr
+    )
+    assert "it ran outside a transaction and is recorded as failed" in result.stderr
+    assert "retry" not in result.stdout
+    assert "fee_log" in tables_of(target)  # the part that ran stays, hence `failed`
+    assert [(str(r.version), r.status) for r in history.load(target.alias)] == [
+        ("1.0.0", "applied"),
+        ("1.0.1", "failed"),
+    ]
