@@ -159,7 +159,7 @@ def _pg_dump(alias: str, path: Path) -> None:
         "--format=custom",
         "--no-password",  # never prompt: a backup in CI must fail, not hang
         f"--file={path}",
-        f"--dbname={make_conninfo(**libpq)}",
+        f"--dbname={make_conninfo('', **libpq)}",
     ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if completed.returncode != 0:

@@ -177,15 +177,18 @@ class BlockerWatch:
         interval = min(max(self.lock_timeout / 5, 0.02), 0.2)
         try:
             import psycopg
+            from psycopg.conninfo import make_conninfo
 
             params = self.connection.get_connection_params()
-            conninfo = {
+            libpq = {
                 key: value
                 for key, value in params.items()
                 if isinstance(value, str | int) and key != "prepare_threshold"
             }
-            conninfo["application_name"] = f"tbmigrate blocker watch of {backend_pid}"[:63]
-            with psycopg.connect(**conninfo, autocommit=True, connect_timeout=5) as watch:
+            libpq["application_name"] = f"tbmigrate blocker watch of {backend_pid}"[:63]
+            libpq["connect_timeout"] = 5
+            conninfo = make_conninfo("", **libpq)
+            with psycopg.connect(conninfo, autocommit=True) as watch:
                 while not self._stop.is_set():
                     found = watch.execute(_BLOCKERS_SQL, [backend_pid]).fetchall()
                     if found:

@@ -234,3 +234,25 @@ def test_pg_dump_gets_the_password_from_its_environment_not_its_command_line(
     assert not any("Visible-Only-In-Env-42" in arg for arg in given["argv"])
     assert "--format=custom" in given["argv"]
     assert os.path.getsize(next((tmp_path / "backups").iterdir())) > 0
+
+
+def test_rollback_backup_keeps_what_the_rollback_drops(target, tmp_path, make_database):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    accounts_scripts(scripts)
+    backups = tmp_path / "backups"
+    assert cli("run", database=target, scripts=scripts).returncode == 0
+    before = snapshot(target)
+    result = cli(
+        "rollback",
+        "--no-input",
+        "--backup",
+        database=target,
+        scripts=scripts,
+        env={"TBMIGRATE_BACKUP_DIR": str(backups)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "accounts" not in tables_of(target)
+    (backup,) = backups.iterdir()
+    restored = restore(target, backup, make_database)
+    assert snapshot(restored) == before
