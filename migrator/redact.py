@@ -42,6 +42,19 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{userinfo}{hostpart}"
 
 
+_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s'\"<>`]+")
+
+
+def mask_urls(text: str) -> str:
+    """Mask the password of every URL inside free text, known password or not.
+
+    ``scrub`` replaces the passwords tbmigrate knows of; an error message can also
+    quote a URL that tbmigrate never saw (a script's own connection string), so text
+    about to be shown passes through this as well.
+    """
+    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text) if text else text
+
+
 def password_in_url(url: str) -> str | None:
     _scheme, sep, rest = url.partition("://")
     at = rest.rfind("@")
