@@ -46,13 +46,14 @@ from django.utils.safestring import SafeString
 
 from migrator import chart, conf, history, planner, redact, targets
 from migrator.api import MigrationSystem, Status
-from migrator.cli.render import duration
+from migrator.cli.render import duration, when
 from migrator.errors import MigratorError
 from migrator.models import AppliedMigration, AuditEvent
 from migrator.planner import MigrationState
 
 PARAM = "database"
 PRESERVED = "_changelist_filters"  # where the admin keeps a list's query on its detail pages
+SESSION_KEY = "tbmigrate_database"
 RECENT_FAILURES = 10
 
 # How the script on disk compares with what ran (the list's "script" column).
@@ -76,11 +77,21 @@ def available_aliases() -> list[str]:
 
 
 def requested_alias(request: HttpRequest) -> str:
-    """``?database=``, else the one the list page had (preserved filters), else the setting."""
-    if request.GET.get(PARAM):
-        return request.GET[PARAM]
-    preserved = QueryDict(request.GET.get(PRESERVED, ""))
-    return preserved.get(PARAM) or str(conf.get("ADMIN_DATABASE"))
+    """``?database=``, else the list page's (preserved filters), else the last one chosen in
+    this session (so the admin's own menu keeps it), else the setting."""
+    session = getattr(request, "session", None)
+    chosen = request.GET.get(PARAM)
+    if chosen:
+        if session is not None and chosen in available_aliases():
+            session[SESSION_KEY] = chosen
+        return chosen
+    preserved = QueryDict(request.GET.get(PRESERVED, "")).get(PARAM)
+    if preserved:
+        return preserved
+    remembered = session.get(SESSION_KEY) if session is not None else None
+    if remembered in available_aliases():
+        return str(remembered)
+    return str(conf.get("ADMIN_DATABASE"))
 
 
 @dataclass
@@ -117,7 +128,7 @@ class Review:
     def script_state(self, version: str, checksum: str) -> str:
         """unchanged / changed / missing for a history row, from ``MigrationSystem.status``."""
         if self.status is None:
-            return "unknown"
+            return "unknown"  # no database, or the scripts cannot be read
         state = self.by_version.get(version)
         if state is None or state.script is None:
             return MISSING
@@ -308,7 +319,7 @@ class AppliedMigrationAdmin(ReadOnlyAdmin):
         "name",
         "status",
         "script",
-        "applied_at",
+        "applied",
         "duration",
         "applied_by",
         "host",
@@ -360,6 +371,10 @@ class AppliedMigrationAdmin(ReadOnlyAdmin):
     def version_label(self, obj: AppliedMigration) -> str:
         return obj.version
 
+    @admin.display(description="applied at (UTC)", ordering="applied_at")
+    def applied(self, obj: AppliedMigration) -> str:
+        return when(obj.applied_at)
+
     @admin.display(description="script")
     def script(self, obj: AppliedMigration) -> SafeString:
         state = self._review.script_state(obj.version, obj.checksum)
@@ -408,7 +423,7 @@ class AppliedMigrationAdmin(ReadOnlyAdmin):
     @property
     def _review(self) -> Review:
         # Display methods get no request: the view sets the request's review (see _showing).
-        return _showing.get()
+        return _showing.get(None) or Review(alias="")  # outside a view: states "unknown"
 
     # -- views --
     def changelist_view(
@@ -569,7 +584,7 @@ def _rendered(response: HttpResponse) -> HttpResponse:
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = (
-        "timestamp",
+        "time",
         "action",
         "version",
         "name",
@@ -579,7 +594,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         "database_shown",
         "error_summary",
     )
-    list_display_links = ("timestamp", "action")
+    list_display_links = ("time", "action")
     list_filter = (DatabaseFilter, "action", "outcome", RecordedDatabaseFilter, "timestamp")
     search_fields = ("version", "name", "os_user")
     date_hierarchy = "timestamp"
@@ -625,6 +640,10 @@ class AuditEventAdmin(ReadOnlyAdmin):
             ),
         ]
         return fieldsets
+
+    @admin.display(description="time (UTC)", ordering="timestamp")
+    def time(self, obj: AuditEvent) -> str:
+        return when(obj.timestamp)
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_label(self, obj: AuditEvent) -> SafeString:

@@ -312,6 +312,9 @@ def test_database_selector_and_setting(reviewed, client_, settings):
     detail = client_.get(link.group(1).replace("&amp;", "&"))
     assert detail.status_code == 200 and "1.0.0" in text_of(detail)
     assert "1.0.12" in text_of(client_.get(PENDING, {"database": reviewed.alias}))
+    # The choice sticks for this session, so the admin's own menu keeps showing it.
+    assert len(listed_versions(client_.get(HISTORY))) == 8
+    assert f"History of {reviewed.alias}" in text_of(client_.get(AUDIT))
     unknown = text_of(client_.get(HISTORY, {"database": "nowhere"}))
     assert "unknown database alias 'nowhere'" in unknown
 
