@@ -7,13 +7,17 @@ fails), refusals and errors that stop a command before it has a result.
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
 
 from migrator import cli as subcommands
 from migrator import history
-from tests.conftest import cli, table_script, tbmigrate, write_script
+from tests.conftest import PROJECT, cli, cli_env, table_script, tbmigrate, write_script
 from tests.schemas import document, errors, schema
 
 
@@ -231,3 +235,29 @@ def test_validate_json_failure_and_error_match_the_schema(target, scripts_dir):
     assert unknown.code in (1, 2)
     json.loads(unknown.out)  # still exactly one document
     document(unknown, "validate")
+
+
+def test_the_confirmation_prompt_under_json_keeps_stdout_one_document(target, tmp_path):
+    """A real terminal on stdin: the question goes to stderr, the answer is read, stdout is JSON."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    table_script(scripts, "1.0.0", "a1")
+    assert cli("run", database=target, scripts=scripts).returncode == 0
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT / "manage.py"), "tbmigrate", "rollback", "--json"],
+        cwd=PROJECT,
+        env=cli_env(target, scripts),
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(secondary)
+    os.write(primary, b"yes\n")
+    out, err = process.communicate(timeout=120)
+    os.close(primary)
+    assert process.returncode == 0, err
+    assert "Type 'yes' to continue:" in err and "1.0.0 create-a1" in err
+    data = json.loads(out)
+    assert errors(data, "run") == [] and data["steps"][0]["outcome"] == "success"

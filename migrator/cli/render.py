@@ -71,7 +71,12 @@ class Output:
         out = self.stderr if self.json else self.stdout
         for item in items:
             out.write(f"  {item}")
-        answer = input(f"{question} Type 'yes' to continue: ")
+        prompt = f"{question} Type 'yes' to continue: "
+        if self.json:  # stdout is reserved for the one JSON document
+            self.stderr.write(prompt, ending="")
+            self.stderr.flush()
+            prompt = ""
+        answer = input(prompt)
         return answer.strip().lower() == "yes"
 
 
