@@ -27,8 +27,10 @@ from tests.conftest import (
     write_script,
 )
 
-URL_SECRET = "hunter2-not-for-your-eyes"
-LEAKY_ERROR = f"lost the replica at postgresql://trader:{URL_SECRET}@db.internal:5432/tb"
+# A password tbmigrate never knew, quoted by a script's error; its '@' defeats a simple
+# user:password@ pattern, so only the text after it ("not-for-your-eyes") could leak.
+URL_SECRET = "not-for-your-eyes"
+LEAKY_ERROR = f"lost the replica at postgresql://trader:hunter2@{URL_SECRET}@db.internal:5432/tb"
 HISTORY = "/admin/migrator/appliedmigration/"
 AUDIT = "/admin/migrator/auditevent/"
 PENDING = "/admin/migrator/appliedmigration/pending/"
@@ -199,8 +201,7 @@ def test_failures_show_the_full_error_and_traceback(reviewed, client_):
     assert "INSERT INTO no_such_table VALUES (1)" in page  # the statement it ran
     page = text_of(client_.get(f"{AUDIT}{half_way[0]}/change/"))
     assert "postgresql://trader:***@db.internal:5432/tb" in page
-    assert URL_SECRET in half_way[2]  # stored as the script said it (tbmigrate never knew it)...
-    assert URL_SECRET not in page  # ...but never shown
+    assert URL_SECRET not in page and "hunter2" not in page
     failed_row = rows(
         reviewed, "SELECT id FROM tbmigrate_applied_migration WHERE status = 'failed'"
     )
