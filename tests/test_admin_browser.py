@@ -23,7 +23,9 @@ import pytest
 
 from tests.conftest import PROJECT, TestDatabase, cli, cli_env, rows, table_script, write_script
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium here and in .ci/run; CircleCI's Ubuntu images have none, so its test job
+# installs Google Chrome and names it in TBMIGRATE_TEST_CHROMIUM.
+CHROMIUM = os.environ.get("TBMIGRATE_TEST_CHROMIUM") or "/usr/bin/chromium"
 # Flags that work on these machines (root, no GPU, no network beyond the registries).
 CHROMIUM_FLAGS = [
     "--headless",
@@ -225,3 +227,15 @@ def test_ci_installs_chromium_when_it_is_missing():
     ci = (PROJECT / ".ci" / "run").read_text()
     install = ci.index("apt-get install -y -qq chromium")
     assert ci.index("command -v chromium") < install < ci.index("-m pytest")
+
+
+def test_circleci_installs_the_browser_it_names_before_the_tests():
+    import yaml
+
+    job = yaml.safe_load((PROJECT / ".circleci" / "config.yml").read_text())["jobs"]["test"]
+    browser = job["docker"][0]["environment"]["TBMIGRATE_TEST_CHROMIUM"]
+    commands = [s["run"]["command"] for s in job["steps"] if isinstance(s, dict) and "run" in s]
+    install = next(i for i, c in enumerate(commands) if "apt-get install" in c)
+    tests = next(i for i, c in enumerate(commands) if "-m pytest" in c)
+    assert install < tests
+    assert browser == "/usr/bin/google-chrome" and "google-chrome-stable" in commands[install]
