@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     "PG_STATEMENT_TIMEOUT": None,
     # How many SQL statements of one step the audit event keeps.
     "MAX_STATEMENTS_KEPT": 500,
+    # The database alias whose history the admin shows when no ?database= is given
+    # (env TBMIGRATE_ADMIN_DATABASE overrides it).  Django's own tables stay in default.
+    "ADMIN_DATABASE": "default",
 }
 
 

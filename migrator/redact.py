@@ -44,6 +44,20 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{userinfo}{hostpart}"
 
 
+_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s'\"<>`]+")
+
+
+def mask_urls(text: str) -> str:
+    """Mask the password of every URL inside free text, known password or not.
+
+    ``scrub`` replaces the passwords tbmigrate knows of and ``user:password@`` up to the
+    first ``@``; this takes each whole URL through ``mask_url``, which finds the host
+    after the *last* ``@``, so a password holding ``@`` or ``/`` is masked whole too.
+    The admin passes every text it shows through both.
+    """
+    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text) if text else text
+
+
 def password_in_url(url: str) -> str | None:
     _scheme, sep, rest = url.partition("://")
     at = rest.rfind("@")
