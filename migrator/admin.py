@@ -62,7 +62,7 @@ UNCHANGED, CHANGED, MISSING = "unchanged", "changed", "missing"
 
 def shown(text: Any) -> str:
     """Text safe to show: known passwords and every URL password masked."""
-    return redact.mask_urls(redact.scrub(text))
+    return redact.scrub(text)
 
 
 # -- which database ------------------------------------------------------------------------

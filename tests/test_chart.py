@@ -63,3 +63,11 @@ def test_mask_urls_hides_any_url_password_in_free_text():
         "see https://docs.example.com/x and sqlite:///tmp/a.db; quoted 'postgres://a:***@h/db'"
     )
     assert mask_urls("") == ""
+
+
+def test_scrub_masks_a_password_holding_at_signs_before_it_is_stored():
+    from migrator.redact import scrub
+
+    stored = scrub("could not reach postgresql://a:p@ss@h:5432/db (timeout)", secrets=[])
+    assert stored == "could not reach postgresql://a:***@h:5432/db (timeout)"
+    assert "ss@" not in stored
