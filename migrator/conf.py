@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "PG_LOCK_RETRY_PAUSE": 5.0,
     # How many SQL statements of one step the audit event keeps.
     "MAX_STATEMENTS_KEPT": 500,
+    # The database alias whose history the admin shows when no ?database= is given
+    # (env TBMIGRATE_ADMIN_DATABASE overrides it).  Django's own tables stay in default.
+    "ADMIN_DATABASE": "default",
 }
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from migrator import history
 from tests.conftest import cli, rows, snapshot, table_script, tables_of, write_script
+from tests.schemas import document
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +83,8 @@ def test_backup_writes_a_private_file_and_audits_it(target, tmp_path):
         env={"TBMIGRATE_BACKUP_DIR": str(backups)},
     )
     assert result.returncode == 0, result.stderr
-    taken = json.loads(result.stdout)
+    taken = document(result, "backup")
+    assert taken["vendor"] == target.vendor and taken["summary"].startswith("Backed up to ")
     path = Path(taken["path"])
     assert path.parent == backups and path.exists()
     assert path.stat().st_size == taken["size_bytes"] > 0
@@ -132,6 +134,8 @@ def test_run_backup_backs_up_before_the_first_step(target, tmp_path, make_databa
     assert result.returncode == 0, result.stderr
     assert result.stdout.index("Backed up ") < result.stdout.index("Applying 1.0.1")
     (backup,) = backups.iterdir()
+    as_json = cli("run", "--backup", "--json", database=target, scripts=scripts, env=env)
+    assert document(as_json, "run")["backup"] is None  # nothing to apply, no backup
     assert "accounts" not in tables_of(target)
     restored = restore(target, backup, make_database)
     assert snapshot(restored) == before
@@ -172,6 +176,11 @@ def test_without_pg_dump_run_backup_stops_before_anything_runs(make_database, tm
     ):
         result = cli(*args, database=target, scripts=scripts, env={"PATH": str(no_tools), **extra})
         assert result.returncode == 1, args
+        if args == ["backup"]:
+            as_json = cli(
+                "backup", "--json", database=target, scripts=scripts, env={"PATH": str(no_tools)}
+            )
+            assert "pg_dump is not installed" in document(as_json, "backup")["error"]
         message = result.stderr.strip()
         assert message.count("\n") == 0 and "Traceback" not in message
         assert "pg_dump is not installed (not found on PATH), so nothing was run" in message

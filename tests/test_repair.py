@@ -8,6 +8,7 @@ from django.db import connections
 
 from migrator import history
 from tests.conftest import cli, rows, snapshot, table_script, tables_of, tbmigrate, write_script
+from tests.schemas import document
 
 
 def repair_events(target):
@@ -51,11 +52,16 @@ def test_a_non_atomic_failure_is_failed_until_cleaned_up_and_repaired(target, tm
     with connections[target.alias].cursor() as cursor:
         cursor.execute("DROP TABLE left_behind")
     half_way.write_text(half_way.read_text().replace("no_such_table", "left_behind"))
-    repaired = cli("repair", "1.0.1", database=target, scripts=scripts)
+    repaired = cli("repair", "1.0.1", "--json", database=target, scripts=scripts)
     assert repaired.returncode == 0, repaired.stderr
-    assert "Repaired 1.0.1 half-way: clear the failed record (it becomes pending)" in (
-        repaired.stdout
-    )
+    assert document(repaired, "repair")["repaired"] == [
+        {
+            "kind": "clear-failed",
+            "version": "1.0.1",
+            "name": "half-way",
+            "summary": "1.0.1 half-way: clear the failed record (it becomes pending)",
+        }
+    ]
     (event,) = repair_events(target)
     assert (event["version"], event["outcome"]) == ("1.0.1", "success")
     assert event["details"]["repair"] == "clear-failed"
@@ -143,7 +149,9 @@ def test_repair_refuses_what_it_cannot_do_and_changes_nothing(target, scripts_di
         result = tbmigrate("repair", *args, database=target)
         assert (result.code, message in result.err) == (code, True), (args, result.err)
     nothing = tbmigrate("repair", "--checksums", "--missing", database=target)
-    assert nothing.code == 0 and "Nothing to repair." in nothing.out
+    assert nothing.code == 0 and nothing.out.splitlines()[-1] == "Nothing to repair."
+    bad = tbmigrate("repair", "1.0.0", "--json", database=target)
+    assert "is applied, not failed" in document(bad, "repair")["error"]
     assert snapshot(target) == before
 
 
@@ -165,3 +173,13 @@ def test_repair_on_a_protected_alias_asks_first(make_database, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert cli("status", "--check", "--database", "prod", scripts=scripts, env=env).returncode == 0
+
+
+def test_the_repair_and_backup_schemas_are_valid_and_share_the_error_document():
+    from jsonschema import Draft202012Validator
+
+    from tests.schemas import schema
+
+    for name in ("repair", "backup"):
+        Draft202012Validator.check_schema(schema(name))
+        assert schema(name)["$defs"]["error"] == schema("run")["$defs"]["error"]

@@ -15,7 +15,11 @@ help = (
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--json", action="store_true", help="Print the backup as JSON.")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="Print the backup as JSON (migrator/schemas/backup.schema.json).",
+    )
     parser.add_argument(
         "--lock-timeout",
         type=float,
@@ -28,13 +32,22 @@ def handle(out: Output, options: dict[str, Any]) -> None:
     system = MigrationSystem(options["database"], lock_timeout=options["lock_timeout"])
     out.line(f"Database: {system.database}")
     taken = system.backup()
-    if out.json:
-        out.emit_json({"database": system.database, **taken.as_dict()})
-        return
-    out.line(
+    summary = (
         f"Backed up to {shown(taken.path)} ({_size(taken.size_bytes)}, "
         f"{taken.method}, {duration(taken.duration_ms)})."
     )
+    if out.json:
+        out.emit_json(
+            {
+                "database": system.database,
+                "vendor": system.vendor,
+                "ok": True,
+                **taken.as_dict(),
+                "summary": summary,
+            }
+        )
+        return
+    out.summary(summary)
 
 
 def _size(size: int) -> str:

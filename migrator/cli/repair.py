@@ -32,7 +32,11 @@ def add_arguments(parser: Any) -> None:
         action="store_true",
         help="Forget applied migrations whose script file is gone (their changes stay).",
     )
-    parser.add_argument("--json", action="store_true", help="Print what was repaired as JSON.")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="Print what was repaired as JSON (migrator/schemas/repair.schema.json).",
+    )
     parser.add_argument(
         "--lock-timeout",
         type=float,
@@ -57,20 +61,23 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         missing=options["missing"],
         confirm=confirm,
     )
+    summary = (
+        f"Repaired {len(done)} record(s); see `tbmigrate status`." if done else "Nothing to repair."
+    )
     if out.json:
         out.emit_json(
             {
                 "database": system.database,
+                "vendor": system.vendor,
+                "ok": True,
                 "repaired": [
                     {"kind": r.kind, "version": r.version, "name": r.name, "summary": r.summary}
                     for r in done
                 ],
+                "summary": summary,
             }
         )
         return
-    if not done:
-        out.line("Nothing to repair.")
-        return
     for r in done:
         out.line(f"  Repaired {r.summary}")
-    out.line(f"Repaired {len(done)} record(s); see `tbmigrate status`.")
+    out.summary(summary)

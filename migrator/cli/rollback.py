@@ -6,8 +6,8 @@ from typing import Any
 
 from migrator.api import MigrationSystem
 from migrator.cli.options import add_step_options, step_timeouts
-from migrator.cli.render import Output, duration, progress
-from migrator.cli.run import as_json
+from migrator.cli.render import Output, progress
+from migrator.cli.run import as_json, report_failure, summary
 
 help = (
     "Revert applied migrations newest first: with no argument the newest one; "
@@ -64,22 +64,13 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             backup=options["backup"],
         )
     except Exception as exc:
-        if out.json and getattr(exc, "result", None) is not None:
-            out.emit_json(as_json(exc.result, error=str(exc)))
+        report_failure(out, system, exc)
         raise
     if out.json:
-        out.emit_json(as_json(result))
+        out.emit_json(as_json(result, system.vendor))
         return
-    if result.dry_run:
-        if result.planned:
-            out.line(f"Would roll back {len(result.planned)} migration(s), newest first:")
-            for label in result.planned:
-                out.line(f"  {label}")
-        else:
-            out.line("Nothing to roll back.")
-        return
-    if not result.steps:
-        out.line("Nothing to roll back.")
-        return
-    total = sum(step.duration_ms for step in result.steps)
-    out.line(f"Rolled back {len(result.steps)} migration(s) in {duration(total)}.")
+    if result.dry_run and result.planned:
+        out.line(f"Would roll back {len(result.planned)} migration(s), newest first:")
+        for label in result.planned:
+            out.line(f"  {label}")
+    out.summary(summary(result))
