@@ -180,3 +180,41 @@ def test_the_password_of_a_real_role_appears_nowhere(secret_role, tmp_path):
             ["pg_restore", "--file=-", str(backup)], capture_output=True, text=True, check=True
         ).stdout
         assert "CREATE TABLE" in restored_sql and password not in restored_sql
+
+
+@pytest.fixture
+def reviewed_with_password(secret_role, tmp_path, settings, request):
+    """The role's database after failing, repaired and backed-up runs, as the admin's alias."""
+    from migrator import targets
+    from tests.test_admin import allow, every_page
+
+    database, url, password = secret_role
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    leaky_scripts(scripts)
+    env = {"DATABASE_URL": url, "TBMIGRATE_BACKUP_DIR": str(tmp_path / "backups")}
+    assert cli("run", scripts=scripts, env=env).returncode == 1
+    assert cli("backup", scripts=scripts, env=env).returncode == 0
+    non_atomic_leaky(scripts)
+    assert cli("run", scripts=scripts, env=env).returncode == 1
+    assert cli("repair", "1.0.2", scripts=scripts, env=env).returncode == 0
+    alias = targets.add("role_with_password", url)
+    request.addfinalizer(lambda: targets.remove(alias))
+    settings.TBMIGRATE_SCRIPTS_DIR = str(scripts)
+    settings.TBMIGRATE_ADMIN_DATABASE = alias
+    pages = every_page(database)
+    allow(request, alias)
+    return pages, password
+
+
+def test_the_admin_pages_never_show_the_password(reviewed_with_password, admin_client):
+    pages, password = reviewed_with_password
+    assert len(pages) > 10  # every history row and every audit event has its own page
+    masked = 0
+    for url in pages:
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        body = response.content.decode()
+        assert password not in body, url
+        masked += ":***@" in body
+    assert masked
