@@ -85,8 +85,10 @@ class Difference:
                     else "is NOT NULL, expected to allow NULL"
                 )
             else:
+                verb = "are" if attr == "columns" else "is"
                 found.append(
-                    f"{attr} is {_show(attr, act.get(attr))}, expected {_show(attr, exp.get(attr))}"
+                    f"{attr} {verb} {_show(attr, act.get(attr))}, "
+                    f"expected {_show(attr, exp.get(attr))}"
                 )
         return found
 

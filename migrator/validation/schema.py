@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.db import connections
+from django.db import DatabaseError, connections
 
 from migrator import history, planner, targets
 from migrator.errors import DatabaseUnavailable, MigrationFailed
@@ -42,7 +42,7 @@ def validate_schema(alias: str, scripts_dir: Path) -> Report:
     report.add(history_checks(states, history.load(alias)))
     with common.bounded_lock_waits(alias):
         report.add(common.guarded("drift", lambda: drift(alias, states)))
-        report.add(common.guarded("integrity", lambda: integrity(alias)))
+        report.add(integrity(alias))
     return report
 
 
@@ -195,13 +195,17 @@ def _size(schema: Schema) -> str:
 
 # -- integrity -------------------------------------------------------------------------
 def integrity(alias: str) -> list[CheckResult]:
+    """Each integrity check on its own, so that a damaged table does not hide the others."""
     connection = connections[alias]
-    results = [orphans(connection, introspect(connection))]
+    checks = [("integrity.orphans", lambda: orphans(connection, introspect(connection)))]
     if connection.vendor == "sqlite":
-        results.append(_sqlite_integrity(connection))
+        checks.insert(0, ("integrity.sqlite", lambda: _sqlite_integrity(connection)))
     else:
-        results += [_invalid_indexes(connection), _not_valid_constraints(connection)]
-    return results
+        checks += [
+            ("integrity.indexes", lambda: _invalid_indexes(connection)),
+            ("integrity.constraints", lambda: _not_valid_constraints(connection)),
+        ]
+    return [result for name, check in checks for result in common.guarded(name, check)]
 
 
 def orphans(connection: Any, schema: Schema) -> CheckResult:
@@ -280,11 +284,16 @@ def _pk(schema: Schema, table: str) -> str | None:
 
 
 def _sqlite_integrity(connection: Any) -> CheckResult:
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA integrity_check")
-        lines = [str(row[0]) for row in cursor.fetchall()]
-        cursor.execute("PRAGMA foreign_key_check")
-        dangling = len(cursor.fetchall())
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA integrity_check")
+            lines = [str(row[0]) for row in cursor.fetchall()]
+            cursor.execute("PRAGMA foreign_key_check")
+            dangling = len(cursor.fetchall())
+    except DatabaseError as exc:
+        if "malformed" not in str(exc).lower():
+            raise
+        lines, dangling = [str(exc)], -1
     details = {"integrity_check": lines[:50], "foreign_key_check": dangling}
     if lines == ["ok"]:
         return passed(
@@ -295,8 +304,8 @@ def _sqlite_integrity(connection: Any) -> CheckResult:
     return failed(
         "integrity.sqlite",
         f"PRAGMA integrity_check found {len(lines)} problem(s), first: {lines[0]} "
-        "(the file is damaged: restore it from a backup, or rebuild with `.recover` in the "
-        "sqlite3 shell)",
+        "(the file is damaged: REINDEX mends a damaged index; otherwise restore a backup, or "
+        "rebuild the file with `.recover` in the sqlite3 shell)",
         details,
     )
 

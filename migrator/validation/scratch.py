@@ -65,7 +65,9 @@ def scratch_database(server_alias: str, vendor: str | None = None) -> Iterator[s
 def _sqlite(name: str) -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="tbmigrate-scratch-"))
     try:
-        targets.add(name, {"ENGINE": "django.db.backends.sqlite3", "NAME": str(folder / "db")})
+        targets.add(
+            name, {"ENGINE": "django.db.backends.sqlite3", "NAME": str(folder / f"{name}.sqlite3")}
+        )
         yield name
     finally:
         targets.remove(name)
