@@ -2,7 +2,6 @@
 
 import json
 import os
-import tempfile
 
 import psycopg
 import pytest
@@ -11,39 +10,8 @@ from django.db import connections
 from migrator import history
 from migrator.api import MigrationSystem
 from migrator.database import Database
-from tests.conftest import pg_admin, rows, table_script, tbmigrate, write_script
-
-
-def checks(result, level=None):
-    """The check lines of a text report: ``[(level, name, message)]``."""
-    found = []
-    for line in result.out.splitlines():
-        head, _, rest = line.partition("  ")
-        if head in ("PASS", "WARN", "FAIL"):
-            name, _, message = rest.partition(": ")
-            found.append((head, name, message))
-    return [c for c in found if level is None or c[0] == level]
-
-
-def scratch_databases():
-    """PostgreSQL scratch databases this process made and did not drop."""
-    with pg_admin() as conn:
-        return [
-            r[0]
-            for r in conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s",
-                [f"tbmigrate_scratch_{os.getpid()}_%"],
-            )
-        ]
-
-
-@pytest.fixture
-def temp_dir(tmp_path, monkeypatch):
-    """A private temporary folder, so that leftovers of SQLite scratch files can be seen."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
+from tests.conftest import rows, table_script, tbmigrate, write_script
+from tests.validation_support import checks, scratch_databases
 
 
 @pytest.fixture

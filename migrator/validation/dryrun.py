@@ -112,13 +112,13 @@ def dry_run(
             try:
                 baseline = _fk_violations(connection)
                 _set_lock_timeout(connection, lock_timeout)
-                with connection.execute_wrapper(capture):
-                    for label, func in steps:
-                        result.failed_step = capture.step = label
+                for label, func in steps:
+                    result.failed_step = capture.step = label
+                    with connection.execute_wrapper(capture):
                         func(Database(connection))
-                        result.completed.append(label)
-                        if track:
-                            result.trail.append((label, column_names(connection)))
+                    result.completed.append(label)
+                    if track:
+                        result.trail.append((label, column_names(connection)))
                 result.failed_step = None
                 _check_foreign_keys(connection, baseline)
                 result.locks = _own_locks(connection)

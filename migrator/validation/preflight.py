@@ -74,7 +74,7 @@ def validate_migration(alias: str, scripts_dir: Path, version_text: str) -> Repo
     connection = connections[alias]
     with common.bounded_lock_waits(alias):
         sessions = common.guarded("connections", lambda: _sessions(connection))
-        write_lock = _sqlite_write_lock(alias)
+        write_lock = sqlite_write_lock(alias)
         run: DryRun | None = None
         if write_lock is not None and write_lock.level == FAIL:
             dry = warned("dry_run", "not run: another process holds the SQLite write lock")
@@ -477,7 +477,7 @@ def _blocks(held: dict[str, Any], long_after: float) -> bool:
     return strong or idle or old
 
 
-def _sqlite_write_lock(alias: str) -> CheckResult | None:
+def sqlite_write_lock(alias: str) -> CheckResult | None:
     """Whether another process holds SQLite's write lock (``BEGIN IMMEDIATE`` on a probe)."""
     path = common.sqlite_file(alias)
     if targets.vendor(alias) != "sqlite":

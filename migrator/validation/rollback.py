@@ -33,7 +33,7 @@ from migrator.planner import MigrationState
 from migrator.validation import common
 from migrator.validation.base import FAIL, CheckResult, Report, failed, passed, warned
 from migrator.validation.dryrun import dry_run
-from migrator.validation.preflight import parse_version
+from migrator.validation.preflight import parse_version, sqlite_write_lock
 
 Preflight = Callable[[list[MigrationState]], dict[str, Any]]
 # A down that raises in the preview: `validate rollback` fails on it, while `rollback`
@@ -143,6 +143,9 @@ def data_loss(alias: str, steps: list[MigrationState]) -> list[CheckResult]:
     if not runnable:
         assert blocked is not None
         return [warned("data_loss", f"not previewed: {blocked.label}: {stop_reason}")]
+    write_lock = sqlite_write_lock(alias)
+    if write_lock is not None and write_lock.level == FAIL:
+        return [write_lock, warned("data_loss", "not previewed: the database is locked")]
     run = dry_run(
         alias,
         [(s.label, s.script.down) for s in runnable],  # type: ignore[union-attr, misc]
