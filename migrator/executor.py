@@ -28,9 +28,10 @@ from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 
-from migrator import conf, history, redact
+from migrator import conf, history, redact, targets
 from migrator.database import Database
 from migrator.errors import MigrationFailed
+from migrator.logs import step_fields
 from migrator.scripts import Script
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Executor:
         self.alias = alias
         self.progress = progress or Progress()
         self.connection = connections[alias]
+        self.database = targets.describe(alias)
         self._fk_baseline: Counter[tuple[str, str]] | None = None
 
     # -- public steps ------------------------------------------------------------------
@@ -136,6 +138,7 @@ class Executor:
                 details={"note": "recorded as applied without running up()"},
             )
         result = StepResult("fake", str(script.version), script.name, history.SUCCESS, 0.0)
+        self._log(result)
         self.progress.on_done(result)
         return result
 
@@ -148,6 +151,14 @@ class Executor:
         record: Callable[[float], None],
     ) -> StepResult:
         self.progress.on_start(action, script)
+        logger.info(
+            "%s %s started",
+            action,
+            script.label,
+            extra=step_fields(
+                action, script.version, script.name, "started", database=self.database
+            ),
+        )
         capture = _Capture(limit=int(conf.get("MAX_STATEMENTS_KEPT")))
         db = Database(self.connection)
         started = time.perf_counter()
@@ -181,6 +192,7 @@ class Executor:
                 error,
                 capture.count,
             )
+            self._log(result)
             self.progress.on_done(result)
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt / SystemExit: recorded, now let it through
@@ -198,8 +210,28 @@ class Executor:
         result = StepResult(
             action, str(script.version), script.name, history.SUCCESS, duration, "", capture.count
         )
+        self._log(result)
         self.progress.on_done(result)
         return result
+
+    def _log(self, result: StepResult) -> None:
+        """One structured record per finished step (see ``migrator.logs``)."""
+        extra = step_fields(
+            result.action,
+            result.version,
+            result.name,
+            result.outcome,
+            database=self.database,
+            duration_ms=result.duration_ms,
+            error=result.error,
+        )
+        label = f"{result.action} {result.version} {result.name}"
+        if result.outcome == history.SUCCESS:
+            logger.info("%s succeeded in %.1f ms", label, result.duration_ms, extra=extra)
+        else:
+            logger.error(
+                "%s failed after %.1f ms: %s", label, result.duration_ms, result.error, extra=extra
+            )
 
     def _audit_success(
         self, action: str, script: Script, duration: float, capture: _Capture

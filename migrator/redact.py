@@ -18,6 +18,8 @@ from urllib.parse import unquote
 MASK = "***"
 URL_VARIABLES = ("DATABASE_URL", "QA_DATABASE_URL", "PROD_DATABASE_URL")
 _QUERY_SECRET = re.compile(r"(?i)((?:password|passwd|pwd|sslpassword)=)([^&\s]*)")
+# user:password@ inside any URL in free text (an error quoting another database's URL)
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(@)")
 _SECRET_WORDS = re.compile(r"(?i)password|passwd|secret|token|api_?key|credential")
 _extra_secrets: set[str] = set()
 
@@ -87,6 +89,7 @@ def scrub(text: Any, secrets: Iterable[str] | None = None) -> str:
     for secret in known_secrets() if secrets is None else secrets:
         if secret and secret in result:
             result = result.replace(secret, MASK)
+    result = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), result)
     return _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, result)
 
 

@@ -76,22 +76,34 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "migrator.redact.SafeReporterFilter"
 if os.environ.get("TBMIGRATE_SCRIPTS_DIR"):
     TBMIGRATE_SCRIPTS_DIR = os.environ["TBMIGRATE_SCRIPTS_DIR"]
 
+# Logs go to stderr (stdout stays the command's output, one JSON document under --json).
+# TBMIGRATE_LOG_FORMAT=json: one JSON object a line (migrator/logs.py), INFO by default,
+# so CI gets a record of every step.  Text: WARNING by default, and the step records,
+# which the command already prints as progress, only when TBMIGRATE_LOG_LEVEL asks.
+_LOG_JSON = os.environ.get("TBMIGRATE_LOG_FORMAT", "").strip().lower() == "json"
+_LOG_LEVEL = os.environ.get("TBMIGRATE_LOG_LEVEL", "").strip().upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "migrator.redact.RedactingFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {
+        "redact": {"()": "migrator.redact.RedactingFilter"},
+        "hide_steps": {"()": "migrator.logs.HideStepRecords"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "migrator.logs.JsonFormatter"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "filters": ["redact"],
-            "formatter": "plain",
+            "filters": ["redact"] + ([] if _LOG_JSON or _LOG_LEVEL else ["hide_steps"]),
+            "formatter": "json" if _LOG_JSON else "plain",
         }
     },
     "loggers": {
         "migrator": {
             "handlers": ["console"],
-            "level": os.environ.get("TBMIGRATE_LOG_LEVEL", "WARNING"),
+            "level": _LOG_LEVEL or ("INFO" if _LOG_JSON else "WARNING"),
         }
     },
 }

@@ -22,5 +22,5 @@ def add_arguments(parser: Any) -> None:
 
 def handle(out: Any, options: dict[str, Any]) -> None:
     path = MigrationSystem.create(options["version"], options["name"], options["description"])
-    out.line(f"Created {shown(path)}")
     out.line("Next: write up() and down(), then `python manage.py tbmigrate run`.")
+    out.summary(f"Created {shown(path)}")

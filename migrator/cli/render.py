@@ -29,6 +29,7 @@ class Output:
         self.options = options
         self.verbosity = int(options.get("verbosity", 1))
         self.json = bool(options.get("json"))
+        self.emitted = False  # a JSON document was written (there must be exactly one)
 
     def line(self, text: str = "", level: int = 1) -> None:
         """A human line; suppressed under --json (stdout is then one JSON document)."""
@@ -47,7 +48,15 @@ class Output:
         elif self.verbosity >= 1:
             self.stdout.write(text)
 
+    def summary(self, text: str) -> None:
+        """The last stdout line of a command in text mode: what happened, in one line."""
+        self.line(text)
+
     def emit_json(self, data: Any) -> None:
+        """Write the command's one JSON document (see ``migrator/schemas/``)."""
+        if self.emitted:
+            raise RuntimeError("a command writes at most one JSON document")
+        self.emitted = True
         self.stdout.write(json.dumps(data, indent=2, default=_json_default))
 
     def confirm(self, question: str, items: Iterable[str]) -> bool:
@@ -62,8 +71,43 @@ class Output:
         out = self.stderr if self.json else self.stdout
         for item in items:
             out.write(f"  {item}")
-        answer = input(f"{question} Type 'yes' to continue: ")
+        prompt = f"{question} Type 'yes' to continue: "
+        if self.json:  # stdout is reserved for the one JSON document
+            self.stderr.write(prompt, ending="")
+            self.stderr.flush()
+            prompt = ""
+        answer = input(prompt)
         return answer.strip().lower() == "yes"
+
+
+def error_document(
+    command: str | None, alias: str | None, message: str, exit_code: int
+) -> dict[str, Any]:
+    """What ``--json`` prints when an error stops a command before it has a result.
+
+    Every schema in ``migrator/schemas/`` accepts this shape besides the command's own
+    result, so a program reading stdout always gets one document with ``ok``.
+    """
+    return {
+        "command": command,
+        "database": _described(alias),
+        "ok": False,
+        "error": message,
+        "exit_code": exit_code,
+    }
+
+
+def _described(alias: str | None) -> str | None:
+    """The alias's masked URL, or None when it is not a usable alias."""
+    from migrator import targets
+
+    if not alias:
+        return None
+    try:
+        targets.require(alias)
+        return targets.describe(alias)
+    except Exception:  # unknown or misconfigured: the error says so
+        return None
 
 
 def duration(ms: float | None) -> str:

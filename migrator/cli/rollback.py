@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.api import MigrationSystem
-from migrator.cli.render import Output, duration, progress
-from migrator.cli.run import as_json
+from migrator.cli.render import Output, progress
+from migrator.cli.run import as_json, report_failure, summary
 from migrator.cli.validate import render
 from migrator.validation.base import Report
 
@@ -75,25 +75,16 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             preflight=system.rollback_preflight(force=options["force"], on_report=show),
         )
     except Exception as exc:
-        if out.json and getattr(exc, "result", None) is not None:
-            out.emit_json(as_json(exc.result, error=str(exc)))
+        report_failure(out, system, exc)
         raise
     if out.json:
-        data = as_json(result)
+        data = as_json(result, system.vendor)
         if checked:
             data["validation"] = checked[0].as_dict()
         out.emit_json(data)
         return
-    if result.dry_run:
-        if result.planned:
-            out.line(f"Would roll back {len(result.planned)} migration(s), newest first:")
-            for label in result.planned:
-                out.line(f"  {label}")
-        else:
-            out.line("Nothing to roll back.")
-        return
-    if not result.steps:
-        out.line("Nothing to roll back.")
-        return
-    total = sum(step.duration_ms for step in result.steps)
-    out.line(f"Rolled back {len(result.steps)} migration(s) in {duration(total)}.")
+    if result.dry_run and result.planned:
+        out.line(f"Would roll back {len(result.planned)} migration(s), newest first:")
+        for label in result.planned:
+            out.line(f"  {label}")
+    out.summary(summary(result))

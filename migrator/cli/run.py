@@ -56,32 +56,75 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             confirm=confirm,
         )
     except Exception as exc:
-        if out.json and getattr(exc, "result", None) is not None:
-            out.emit_json(as_json(exc.result, error=str(exc)))
+        report_failure(out, system, exc)
         raise
     if out.json:
-        out.emit_json(as_json(result))
+        out.emit_json(as_json(result, system.vendor))
         return
+    if result.dry_run and result.planned:
+        out.line(f"Would apply {len(result.planned)} migration(s):")
+        for label in result.planned:
+            out.line(f"  {label}")
+    out.summary(summary(result))
+
+
+def report_failure(out: Output, system: MigrationSystem, exc: Exception) -> None:
+    """A step failed part-way through a run or rollback: say how far it got.
+
+    Errors with no result (refusals, bad usage) are left to the command, which prints
+    the error line (and, under --json, the error document).
+    """
+    result = getattr(exc, "result", None)
+    if result is None:
+        return
+    if out.json:
+        out.emit_json(as_json(result, system.vendor, error=str(exc)))
+    else:
+        out.summary(summary(result))
+
+
+def summary(result: Any) -> str:
+    """The one line that ends ``run`` and ``rollback`` (and is ``summary`` in their JSON)."""
+    run = result.action == "run"
+    steps = len(result.planned)
     if result.dry_run:
-        if result.planned:
-            out.line(f"Would apply {len(result.planned)} migration(s):")
-            for label in result.planned:
-                out.line(f"  {label}")
-        else:
-            out.line("Nothing to apply; the database is up to date.")
-        return
-    if not result.steps:
-        out.line("No migrations to apply; the database is up to date.")
-        return
-    total = sum(step.duration_ms for step in result.steps)
-    verb = "Recorded" if options["fake"] else "Applied"
-    out.line(f"{verb} {len(result.steps)} migration(s) in {duration(total)}.")
+        if not steps:
+            return (
+                "Dry run: nothing to apply; the database is up to date."
+                if run
+                else "Dry run: nothing to roll back."
+            )
+        verb = "applied" if run else "rolled back"
+        return f"Dry run: {steps} migration(s) would be {verb}; nothing was changed."
+    done = [step for step in result.steps if step.outcome == "success"]
+    failed = [step for step in result.steps if step.outcome != "success"]
+    if failed:
+        step = failed[0]
+        verb = "applied" if run else "reverted"
+        return (
+            f"{'Run' if run else 'Rollback'} failed at {step.version} {step.name}: "
+            f"{len(done)} of {steps} migration(s) {verb}."
+        )
+    if not done:
+        return (
+            "No migrations to apply; the database is up to date."
+            if run
+            else ("Nothing to roll back.")
+        )
+    total = duration(sum(step.duration_ms for step in done))
+    if not run:
+        return f"Rolled back {len(done)} migration(s) in {total}."
+    if all(step.action == "fake" for step in done):
+        return f"Recorded {len(done)} migration(s) as applied without running them."
+    return f"Applied {len(done)} migration(s) in {total}."
 
 
-def as_json(result: Any, error: str | None = None) -> dict[str, Any]:
+def as_json(result: Any, vendor: str, error: str | None = None) -> dict[str, Any]:
+    """The ``run``/``rollback --json`` document (``migrator/schemas/run.schema.json``)."""
     return {
         "action": result.action,
         "database": result.database,
+        "vendor": vendor,
         "dry_run": result.dry_run,
         "ok": error is None and result.ok,
         "planned": result.planned,
@@ -97,4 +140,5 @@ def as_json(result: Any, error: str | None = None) -> dict[str, Any]:
             for step in result.steps
         ],
         "error": error,
+        "summary": summary(result),
     }

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
+from migrator import planner
 from migrator.api import MigrationSystem
 from migrator.cli.render import Output, duration, table, when
 
@@ -19,13 +20,23 @@ def add_arguments(parser: Any) -> None:
         action="store_true",
         help="Exit 1 unless every migration is applied and unchanged (for CI gates).",
     )
+    parser.add_argument(
+        "--pending",
+        action="store_true",
+        help="Print only the pending versions, one a line, oldest first (for CI scripts).",
+    )
 
 
 def handle(out: Output, options: dict[str, Any]) -> None:
     system = MigrationSystem(options["database"])
     status = system.status()
+    failing = options["check"] and not status.clean
     if out.json:
-        out.emit_json(as_json(status))
+        out.emit_json(as_json(status, ok=not failing))
+    elif options["pending"]:
+        # Machine output for shells (`for v in $(tbmigrate status --pending)`): no summary.
+        for version in pending_versions(status):
+            out.stdout.write(version)
     else:
         out.line(f"Database: {status.database}")
         out.line(f"Scripts:  {status.scripts_dir}")
@@ -55,8 +66,8 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             ):
                 out.line(line)
             out.line()
-        out.line(status.summary + ".")
-    if options["check"] and not status.clean:
+        out.summary(status.summary + ".")
+    if failing:
         raise CommandError(f"status --check: not up to date ({status.summary})", returncode=1)
 
 
@@ -71,7 +82,13 @@ def _styled(out: Output, state: str, text: str) -> str:
     return style(text)
 
 
-def as_json(status: Any) -> dict[str, Any]:
+def pending_versions(status: Any) -> list[str]:
+    """Versions waiting to be applied, oldest first (out-of-order ones included)."""
+    return [str(m.version) for m in status.migrations if m.state == planner.PENDING]
+
+
+def as_json(status: Any, ok: bool = True) -> dict[str, Any]:
+    """The ``status --json`` document (``migrator/schemas/status.schema.json``)."""
     migrations = []
     for m in status.migrations:
         record, script = m.record, m.script
@@ -104,5 +121,7 @@ def as_json(status: Any) -> dict[str, Any]:
             for state in ("applied", "pending", "changed", "missing", "failed")
         },
         "up_to_date": status.clean,
+        "ok": ok,
+        "pending": pending_versions(status),
         "migrations": migrations,
     }

@@ -50,7 +50,7 @@ def handle(out: Output, options: dict[str, Any]) -> None:
     else:
         out.line(f"Database: {report.database}")
         render(out, report)
-        out.line(report.summary + ".")
+        out.summary(report.summary + ".")
     if not report.ok:
         raise CommandError(report.summary, returncode=1)
 

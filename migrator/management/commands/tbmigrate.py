@@ -8,13 +8,15 @@ and turns every error into one line and an exit code (0 success, 1 failure,
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from migrator import cli, redact
-from migrator.cli.render import Output
+from migrator.cli.render import Output, error_document
 from migrator.errors import MigratorError
 
 
@@ -41,6 +43,19 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         out = Output(self.stdout, self.stderr, self.style, options)
         try:
+            self._handle(out, options)
+        except CommandError as exc:
+            # Under --json stdout is always one document, even when no result exists.
+            if out.json and not out.emitted:
+                out.emit_json(
+                    error_document(
+                        options["subcommand"], options.get("database"), str(exc), exc.returncode
+                    )
+                )
+            raise
+
+    def _handle(self, out: Output, options: dict[str, Any]) -> None:
+        try:
             cli.load(options["subcommand"]).handle(out, options)
         except CommandError as exc:
             raise CommandError(redact.scrub(str(exc)), returncode=exc.returncode) from exc
@@ -65,7 +80,28 @@ class Command(BaseCommand):
 
 
 class _SubParser(CommandParser):
-    """Subcommand parser; usage errors exit 2 as argparse does, from the command line."""
+    """Subcommand parser; usage errors exit 2 as argparse does, from the command line.
+
+    With ``--json`` among its arguments a usage error also prints the error document on
+    stdout, so a program reading it gets one JSON document whatever went wrong.
+    """
+
+    _json_requested = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._json_requested = "--json" in (args or ()) and "--json" in self._option_string_actions
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:  # the parent would refuse them anyway; here the error knows the subcommand
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+    def error(self, message: str) -> Any:
+        if self.called_from_command_line and self._json_requested:
+            command = self.prog.rsplit(" ", 1)[-1]
+            document = error_document(command, None, f"{self.prog}: error: {message}", 2)
+            sys.stdout.write(json.dumps(document, indent=2) + "\n")
+            sys.stdout.flush()
+        return super().error(message)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
