@@ -3,6 +3,7 @@
 import json
 
 from tests.conftest import cli, table_script, tbmigrate
+from tests.schemas import document
 
 JSON_KEYS = {"validation", "database", "vendor", "target", "ok", "counts", "checks", "summary"}
 
@@ -37,7 +38,7 @@ def test_json_is_exactly_the_documented_shape(target, scripts_dir):
     ]:
         result = tbmigrate("validate", *args, "--json", database=target)
         assert result.code == 0, result.err
-        report = json.loads(result.out)
+        report = document(result, "validate")
         assert set(report) == JSON_KEYS
         assert (report["validation"], report["target"], report["vendor"]) == (
             kind,

@@ -9,6 +9,7 @@ from django.db import connections
 from migrator import history
 from migrator.database import Database
 from tests.conftest import snapshot, table_script, tables_of, tbmigrate, write_script
+from tests.schemas import document
 from tests.validation_support import checks, hold_sqlite_write_lock, unchanged
 
 
@@ -169,7 +170,7 @@ def test_a_rollback_that_would_lose_rows_is_refused(fills):
     assert "fills" in tables_of(fills) and applied(fills) == ["1.0.0", "1.0.1"]
     result = tbmigrate("rollback", "--no-input", "--force", "--json", database=fills)
     assert result.code == 0
-    data = json.loads(result.out)
+    data = document(result, "run")  # valid against run.schema.json, with its validation
     assert data["ok"] is True and data["validation"]["ok"] is False
     assert data["validation"]["counts"]["FAIL"] == 1
     assert applied(fills) == ["1.0.0"]
