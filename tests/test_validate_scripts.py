@@ -1,8 +1,21 @@
 """`tbmigrate validate scripts`: every down undoes its up, on scratch databases of each vendor."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
-from tests.conftest import snapshot, table_script, tbmigrate, write_script
+from tests.conftest import (
+    PROJECT,
+    cli_env,
+    pg_admin,
+    snapshot,
+    table_script,
+    tbmigrate,
+    write_script,
+)
 from tests.validation_support import checks, scratch_databases
 
 
@@ -108,3 +121,49 @@ def test_a_script_that_does_not_load_fails_without_running_anything(target, scri
     assert "FAIL  scripts: 1 script problem(s): " in result.out
     assert "line 2: syntax error" in result.out
     assert roundtrips(result) == []
+
+
+def test_ctrl_c_in_a_real_process_removes_the_scratch_database(target, tmp_path):
+    """SIGINT while a script runs on the scratch database: exit 130, nothing left behind."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    marker = tmp_path / "scratch-name.txt"
+    write_script(
+        scripts,
+        "1.0.0",
+        "slow",
+        header="import os, time",
+        up="""
+            db.execute("CREATE TABLE slow (id INTEGER)")
+            with open(os.environ["TBM_MARKER"], "w") as handle:
+                handle.write(str(db.connection.settings_dict["NAME"]))
+            time.sleep(60)
+        """,
+    )
+    env = cli_env(target, scripts, TBM_MARKER=str(marker), TMPDIR=str(tmp_path))
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT / "manage.py"), "tbmigrate", "validate", "scripts"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(600):
+        if marker.exists() and marker.read_text():
+            break
+        time.sleep(0.1)
+    scratch = marker.read_text()
+    assert "tbmigrate_scratch_" in scratch
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted; validate scripts stopped, nothing was changed" in err
+    assert "Traceback" not in err
+    if target.vendor == "postgresql":
+        with pg_admin() as conn:
+            left = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [scratch])
+            assert left.fetchall() == []
+    else:
+        assert not os.path.exists(scratch)
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("tbmigrate-scratch-")] == []

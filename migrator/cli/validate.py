@@ -44,7 +44,14 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         "migration": lambda: system.validate_migration(version),
         "rollback": lambda: system.validate_rollback(version),
     }[kind]
-    report = run()
+    try:
+        report = run()
+    except KeyboardInterrupt:
+        raise CommandError(
+            f"interrupted; validate {kind} stopped, nothing was changed "
+            "(its scratch databases and dry runs are gone)",
+            returncode=130,
+        ) from None
     if out.json:
         out.emit_json(report.as_dict())
     else:
