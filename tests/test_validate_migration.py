@@ -6,8 +6,8 @@ import psycopg
 import pytest
 
 from migrator import history
-from tests.conftest import pg_admin, table_script, tables_of, tbmigrate, write_script
-from tests.validation_support import checks, hold_sqlite_write_lock, unchanged
+from tests.conftest import table_script, tables_of, tbmigrate, write_script
+from tests.validation_support import checks, hold_sqlite_write_lock, plain_user, unchanged
 
 
 @pytest.fixture
@@ -199,25 +199,9 @@ def test_squawk_lints_the_dry_runs_statements_on_postgresql(target, scripts_dir,
 def test_free_space_unmeasurable_without_superuser_is_a_warning(make_database, scripts_dir):
     database = make_database("postgresql")
     table_script(scripts_dir, "1.0.0", "a")
-    role = f"{database.name}_user"
-    with pg_admin() as conn:
-        conn.execute(f'CREATE ROLE "{role}" LOGIN')
-    try:
-        with psycopg.connect(database.url, autocommit=True) as conn:
-            conn.execute(f'GRANT ALL ON SCHEMA public TO "{role}"')
-        from migrator import targets
-
-        alias = f"{database.alias}_user"
-        targets.add(alias, database.url.replace("postgres@", f"{role}@"))
-        try:
-            result = tbmigrate("validate", "migration", "1.0.0", "--database", alias)
-        finally:
-            targets.remove(alias)
-        assert result.code == 0, result.out + result.err
-        disk = next(c for c in checks(result) if c[1] == "disk_space")
-        assert disk[0] == "WARN"
-        assert "free space not measured: reading data_directory needs a superuser" in disk[2]
-    finally:
-        with pg_admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
-            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+    with plain_user(database) as alias:
+        result = tbmigrate("validate", "migration", "1.0.0", "--database", alias)
+    assert result.code == 0, result.out + result.err
+    disk = next(c for c in checks(result) if c[1] == "disk_space")
+    assert disk[0] == "WARN"
+    assert "free space not measured: reading data_directory needs a superuser" in disk[2]

@@ -11,7 +11,7 @@ from migrator import history
 from migrator.api import MigrationSystem
 from migrator.database import Database
 from tests.conftest import rows, table_script, tbmigrate, write_script
-from tests.validation_support import checks, scratch_databases
+from tests.validation_support import checks, plain_user, scratch_databases
 
 
 @pytest.fixture
@@ -298,3 +298,16 @@ def test_validating_a_database_tbmigrate_never_touched_creates_nothing(target, s
     assert result.code == 1 and "table legacy is not created by any applied script" in result.out
     assert rows(target, "SELECT COUNT(*) FROM legacy") == [(0,)]
     assert not history.tables_exist(target.alias)
+
+
+def test_without_createdb_drift_is_a_warning_saying_why(make_database, scripts_dir):
+    database = make_database("postgresql")
+    table_script(scripts_dir, "1.0.0", "a")
+    assert tbmigrate("run", database=database).code == 0
+    with plain_user(database) as alias:
+        result = tbmigrate("validate", "schema", "--database", alias)
+    assert result.code == 0, result.out + result.err
+    drift = next(c for c in checks(result) if c[1] == "drift")
+    assert drift[0] == "WARN"
+    assert "cannot create a scratch database" in drift[2]
+    assert "give the user the CREATEDB privilege" in drift[2]

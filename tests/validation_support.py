@@ -1,5 +1,6 @@
 """Helpers shared by the validation tests (the fixtures live in conftest.py)."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -50,3 +51,28 @@ def hold_sqlite_write_lock(path):
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     return holder
+
+
+@contextlib.contextmanager
+def plain_user(database):
+    """An alias on ``database`` (PostgreSQL) for a role that is neither superuser nor CREATEDB."""
+    import psycopg
+
+    from migrator import targets
+
+    role = f"{database.name}_user"
+    with pg_admin() as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    alias = f"{database.alias}_user"
+    try:
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            conn.execute(f'GRANT ALL ON SCHEMA public TO "{role}"')
+            conn.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"')
+            conn.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
+        targets.add(alias, database.url.replace("postgres@", f"{role}@"))
+        yield alias
+    finally:
+        targets.remove(alias)
+        with pg_admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
