@@ -311,3 +311,42 @@ def test_without_createdb_drift_is_a_warning_saying_why(make_database, scripts_d
     assert drift[0] == "WARN"
     assert "cannot create a scratch database" in drift[2]
     assert "give the user the CREATEDB privilege" in drift[2]
+
+
+def test_orphans_with_numeric_keys_are_reported_and_audited(target, scripts_dir):
+    """Sampled keys may be Decimals (PostgreSQL NUMERIC): the report and the audit keep them."""
+    write_script(
+        scripts_dir,
+        "1.0.0",
+        "numeric-keys",
+        up="""
+            db.execute("CREATE TABLE parent (code NUMERIC(10, 2) PRIMARY KEY)")
+            db.execute(
+                "CREATE TABLE child (id NUMERIC(10, 2) PRIMARY KEY, "
+                "code NUMERIC(10, 2) REFERENCES parent (code))"
+            )
+        """,
+    )
+    assert tbmigrate("run", database=target).code == 0
+    if target.vendor == "sqlite":
+        db = Database(connections[target.alias])
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("INSERT INTO child VALUES (1.5, 9.25)")
+        db.execute("PRAGMA foreign_keys = ON")
+    else:
+        with psycopg.connect(target.url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE child DROP CONSTRAINT child_code_fkey")
+            conn.execute("INSERT INTO child VALUES (1.5, 9.25)")
+            conn.execute(
+                "ALTER TABLE child ADD CONSTRAINT child_code_fkey "
+                "FOREIGN KEY (code) REFERENCES parent (code) NOT VALID"
+            )
+    result = tbmigrate("validate", "schema", database=target)
+    assert result.code == 1, result.err
+    assert "1 row(s) of child.code point at no parent.code (e.g. code 9.25 in rows id = 1.5" in (
+        result.out
+    )
+    event = history.events(target.alias, limit=1)[0]
+    orphans = next(c for c in event["details"]["checks"] if c["name"] == "integrity.orphans")
+    sample = orphans["details"]["orphans"][0]["samples"][0]
+    assert float(sample["code"]) == 9.25 and float(sample["row"]) == 1.5

@@ -35,8 +35,23 @@ class CheckResult:
             "name": self.name,
             "level": self.level,
             "message": self.message,
-            "details": self.details,
+            "details": plain(self.details),
         }
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON data: a key sampled from the database may be a Decimal, a UUID, a date.
+
+    Anything else than JSON's own types becomes its text, which loses nothing a reader
+    needs and keeps the audit event's JSON column and ``--json`` output valid.
+    """
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 def passed(name: str, message: str, details: Details | None = None) -> CheckResult:
