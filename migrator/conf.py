@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     # transaction counts as long-running.
     "PREFLIGHT_LOCK_TIMEOUT": 3.0,
     "PREFLIGHT_LONG_RUNNING": 60.0,
+    # The database alias whose history the admin shows when no ?database= is given
+    # (env TBMIGRATE_ADMIN_DATABASE overrides it).  Django's own tables stay in default.
+    "ADMIN_DATABASE": "default",
 }
 
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connections
+from django.db.models import QuerySet
 from django.utils import timezone
 
 import migrator
@@ -198,6 +199,16 @@ def events(alias: str, limit: int | None = None) -> list[dict[str, Any]]:
         return []
     query = AuditEvent.objects.using(alias).order_by("-timestamp", "-id").values()
     return list(query[:limit] if limit else query)
+
+
+def applied_rows(alias: str) -> QuerySet[AppliedMigration]:
+    """The history rows as a queryset, for read-only views (the admin); never write through it."""
+    return AppliedMigration.objects.using(alias).all()
+
+
+def audit_rows(alias: str) -> QuerySet[AuditEvent]:
+    """The audit events as a queryset, for read-only views (the admin); never write through it."""
+    return AuditEvent.objects.using(alias).all()
 
 
 def _scrub_json(value: Any, secrets: Iterable[str]) -> Any:

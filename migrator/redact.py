@@ -19,7 +19,6 @@ MASK = "***"
 URL_VARIABLES = ("DATABASE_URL", "QA_DATABASE_URL", "PROD_DATABASE_URL")
 _QUERY_SECRET = re.compile(r"(?i)((?:password|passwd|pwd|sslpassword)=)([^&\s]*)")
 # user:password@ inside any URL in free text (an error quoting another database's URL)
-_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(@)")
 _SECRET_WORDS = re.compile(r"(?i)password|passwd|secret|token|api_?key|credential")
 _extra_secrets: set[str] = set()
 
@@ -42,6 +41,19 @@ def mask_url(url: str) -> str:
         user = userinfo.split(":", 1)[0]
         userinfo = f"{user}:{MASK}"
     return f"{scheme}://{userinfo}{hostpart}"
+
+
+_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s'\"<>`]+")
+
+
+def mask_urls(text: str) -> str:
+    """Mask the password of every URL inside free text, known password or not.
+
+    Each whole URL goes through ``mask_url``, which finds the host after the *last*
+    ``@``, so a password holding ``@`` or ``/`` is masked whole too.  ``scrub`` applies
+    it after replacing the passwords tbmigrate knows of.
+    """
+    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text) if text else text
 
 
 def password_in_url(url: str) -> str | None:
@@ -89,7 +101,7 @@ def scrub(text: Any, secrets: Iterable[str] | None = None) -> str:
     for secret in known_secrets() if secrets is None else secrets:
         if secret and secret in result:
             result = result.replace(secret, MASK)
-    result = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), result)
+    result = mask_urls(result)  # any other URL: the whole password, even one holding @
     return _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, result)
 
 

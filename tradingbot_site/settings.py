@@ -75,6 +75,8 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "migrator.redact.SafeReporterFilter"
 # tbmigrate's own settings; every one has a default in migrator/conf.py.
 if os.environ.get("TBMIGRATE_SCRIPTS_DIR"):
     TBMIGRATE_SCRIPTS_DIR = os.environ["TBMIGRATE_SCRIPTS_DIR"]
+if os.environ.get("TBMIGRATE_ADMIN_DATABASE"):
+    TBMIGRATE_ADMIN_DATABASE = os.environ["TBMIGRATE_ADMIN_DATABASE"]
 
 # Logs go to stderr (stdout stays the command's output, one JSON document under --json).
 # TBMIGRATE_LOG_FORMAT=json: one JSON object a line (migrator/logs.py), INFO by default,

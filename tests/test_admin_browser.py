@@ -1,0 +1,241 @@
+"""End to end, as a new user would: real runs, `manage.py migrate`, `createsuperuser`,
+`runserver --insecure` on a free local port, then a real headless Chromium logs in and
+reads the history, its duration chart, the pending page and a failed audit event.
+
+Debian's ``chromium`` (``/usr/bin/chromium``) driven by Playwright's Python API: the
+browser Playwright would download cannot be fetched here, so it is given Debian's
+(``executable_path``); ``.ci/run`` installs the package when it is missing.  Screenshots
+are saved under the test's ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT, TestDatabase, cli, cli_env, rows, table_script, write_script
+
+# Debian's chromium here and in .ci/run; CircleCI's Ubuntu images have none, so its test job
+# installs Google Chrome and names it in TBMIGRATE_TEST_CHROMIUM.
+CHROMIUM = os.environ.get("TBMIGRATE_TEST_CHROMIUM") or "/usr/bin/chromium"
+# Flags that work on these machines (root, no GPU, no network beyond the registries).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+USER, PASSWORD = "reviewer", "a-long-local-password"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "manage.py"), *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"runserver exited early:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"runserver did not answer within 60 s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def site(target: TestDatabase, tmp_path: Path) -> Iterator[str]:
+    """The README's steps on ``target``: history from real runs, then the admin, served."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    write_script(
+        scripts,
+        "1.0.0",
+        "create-accounts",
+        up='db.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER)")',
+        down='db.execute("DROP TABLE accounts")',
+    )
+    write_script(
+        scripts,
+        "1.0.1",
+        "backfill-accounts",
+        up="""
+            db.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000) "
+                "INSERT INTO accounts (id, balance) SELECT i, i * 3 FROM n"
+            )
+        """,
+        down='db.execute("DELETE FROM accounts")',
+    )
+    table_script(scripts, "1.0.2", "orders")
+    table_script(scripts, "1.0.9", "alerts")
+    table_script(scripts, "1.0.10", "reports")
+    write_script(
+        scripts, "1.0.11", "fill-reports", up='db.execute("INSERT INTO no_such_table VALUES (1)")'
+    )
+    run = cli("run", database=target, scripts=scripts)
+    assert run.returncode == 1 and "1.0.11" in run.stderr  # a real failure, after five steps
+    env = {**cli_env(target, scripts), "PYTHONUNBUFFERED": "1"}
+    migrated = manage("migrate", "--no-input", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    made = manage(
+        "createsuperuser",
+        "--no-input",
+        "--username",
+        USER,
+        "--email",
+        "reviewer@example.com",
+        env={**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD},
+    )
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    log = tmp_path / "runserver.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                str(PROJECT / "manage.py"),
+                "runserver",
+                "--noreload",
+                "--insecure",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{base}/admin/login/", server, log)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.mark.slow
+def test_a_reviewer_finds_the_slowest_migration_and_why_one_failed(site, target, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(
+            f"{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run does it)",
+            pytrace=False,
+        )
+    from playwright.sync_api import expect, sync_playwright
+
+    durations = dict(rows(target, "SELECT version, duration_ms FROM tbmigrate_applied_migration"))
+    slowest = max(durations, key=lambda version: durations[version])
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh --user-data-dir
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{site}/admin/")
+            expect(page).to_have_url(f"{site}/admin/login/?next=/admin/")
+            page.fill("#id_username", USER)
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            expect(page).to_have_url(f"{site}/admin/")
+            # The admin's own stylesheet came through runserver --insecure.
+            header = page.evaluate(
+                "getComputedStyle(document.getElementById('header')).backgroundColor"
+            )
+            assert header not in ("", "rgba(0, 0, 0, 0)", "transparent")
+            review = page.locator("#tbm-review")
+            expect(review).to_contain_text("Pending migrations")
+
+            review.get_by_role("link", name="Applied migrations").click()
+            expect(page.locator("#tbm-database")).to_contain_text("History of default")
+            versions = page.locator("#result_list th.field-version_label").all_inner_texts()
+            assert versions == ["1.0.0", "1.0.1", "1.0.2", "1.0.9", "1.0.10"]
+            chart = page.locator("#tbm-duration-chart")
+            expect(chart).to_be_visible()
+            bars = page.locator("#tbm-duration-chart rect.tbm-bar")
+            expect(bars).to_have_count(len(durations))
+            marked = page.locator("#tbm-duration-chart rect.tbm-slowest")
+            expect(marked).to_have_count(1)
+            assert marked.get_attribute("data-version") == slowest
+            # On screen, the slowest bar is the tallest one.
+            heights = {
+                bar.get_attribute("data-version"): bar.bounding_box()["height"]
+                for bar in bars.all()
+            }
+            assert max(heights, key=lambda version: heights[version]) == slowest
+            expect(page.locator("#tbm-slowest")).to_contain_text(f"Slowest: {slowest} ")
+            page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
+
+            page.get_by_role("link", name="Pending migrations").first.click()
+            expect(page.locator("#tbm-next-run")).to_contain_text("1.0.11")
+            expect(page.locator("#tbm-failures")).to_contain_text("no_such_table")
+            page.screenshot(path=str(tmp_path / "pending.png"), full_page=True)
+
+            # The step's own event (the run's event sums it up, without the traceback).
+            step_cell = page.get_by_role("cell", name="apply", exact=True)
+            page.locator("#tbm-failures tr", has=step_cell).locator("a").first.click()
+            expect(page.locator("h1")).to_contain_text("audit event")
+            expect(page.locator(".tbm-error")).to_contain_text("no_such_table")
+            expect(page.locator(".tbm-traceback")).to_contain_text(
+                "Traceback (most recent call last)"
+            )
+            expect(page.locator(".tbm-sql")).to_contain_text("INSERT INTO no_such_table")
+            expect(page.locator("input[name=_save]")).to_have_count(0)
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        finally:
+            browser.close()
+    print(f"screenshots in {tmp_path}")
+
+
+def test_ci_installs_chromium_when_it_is_missing():
+    ci = (PROJECT / ".ci" / "run").read_text()
+    install = ci.index("apt-get install -y -qq chromium")
+    assert ci.index("command -v chromium") < install < ci.index("-m pytest")
+
+
+def test_circleci_installs_the_browser_it_names_before_the_tests():
+    import yaml
+
+    job = yaml.safe_load((PROJECT / ".circleci" / "config.yml").read_text())["jobs"]["test"]
+    browser = job["docker"][0]["environment"]["TBMIGRATE_TEST_CHROMIUM"]
+    commands = [s["run"]["command"] for s in job["steps"] if isinstance(s, dict) and "run" in s]
+    install = next(i for i, c in enumerate(commands) if "apt-get install" in c)
+    tests = next(i for i, c in enumerate(commands) if "-m pytest" in c)
+    assert install < tests
+    assert browser == "/usr/bin/google-chrome" and "google-chrome-stable" in commands[install]
