@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-SUBCOMMANDS = ("status", "run", "rollback", "create")
+SUBCOMMANDS = ("status", "run", "rollback", "create", "validate")
 
 
 def load(name: str) -> ModuleType:
