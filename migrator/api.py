@@ -42,6 +42,11 @@ from migrator.locking import migration_lock
 from migrator.planner import MigrationState
 from migrator.scripts import Script
 from migrator.timeouts import StepTimeouts
+from migrator.validation import Report, roundtrip
+from migrator.validation import common as validation_common
+from migrator.validation import preflight as validation_preflight
+from migrator.validation import rollback as validation_rollback
+from migrator.validation import schema as validation_schema
 
 Confirm = Callable[[Sequence[Any]], bool]
 
@@ -192,37 +197,77 @@ class MigrationSystem:
         to: str | None = None,
         dry_run: bool = False,
         confirm: Confirm | None = None,
-        preflight: Callable[[list[MigrationState]], None] | None = None,
+        preflight: Callable[[list[MigrationState]], dict[str, Any] | None] | None = None,
+        force: bool = False,
         backup: bool = False,
     ) -> RunResult:
-        """Revert applied scripts newest first (see ``planner.plan_rollback``)."""
+        """Revert applied scripts newest first (see ``planner.plan_rollback``).
+
+        ``preflight`` runs under the lock with the planned steps, before confirmation;
+        it may refuse (raise) or return details for the audit event.  By default it is
+        the rollback validation (``rollback_preflight``): data-loss preview and guards,
+        refusing on any FAIL unless ``force``.  ``backup`` (or the alias in
+        BACKUP_DATABASES) backs the database up after the answer, before the first step.
+        """
         result = RunResult("rollback", self.database, dry_run=dry_run)
+        if preflight is None:
+            preflight = self.rollback_preflight(force=force)
         if dry_run:
             result.planned = [s.label for s in self.rollback_plan(version, to)]
             return result
         planned = self._precheck(
             "rollback", lambda states: planner.plan_rollback(states, version=version, to=to)
         )
-        take_backup = self._before_lock("rollback", backup, confirm, planned)
+        # The question waits for the preflight's preview, under the lock: only the backup
+        # is settled now.
+        take_backup = self._before_lock("rollback", backup, None, planned)
         loaded = self.scripts()
         with self._locked():
             all_states = planner.states(loaded, history.load(self.alias))
             try:
                 steps = planner.plan_rollback(all_states, version=version, to=to)
-                if steps and preflight is not None:
-                    preflight(steps)
+                checked = (preflight(steps) or {}) if steps and preflight is not None else {}
             except MigratorError as exc:
                 self._audit_refusal("rollback", exc)
                 raise
             result.planned = [s.label for s in steps]
-            _still_as_confirmed(confirm, steps, planned)
+            if steps and confirm is not None and not confirm(steps):
+                raise Aborted("rollback cancelled; nothing was reverted")
             if steps and take_backup:
                 result.backup = self._backup()
             scripts_to_revert = [s.script for s in steps if s.script is not None]
             self._execute(
-                result, scripts_to_revert, revert=True, details={"version": version, "to": to}
+                result,
+                scripts_to_revert,
+                revert=True,
+                details={"version": version, "to": to, **checked},
             )
         return result
+
+    # -- validating (read-only; each writes an audit event) -----------------------------
+    def validate_schema(self) -> Report:
+        """Drift against the replayed scripts, data integrity, history."""
+        return self._audited(validation_schema.validate_schema(self.alias, self.scripts_dir))
+
+    def validate_migration(self, version: str) -> Report:
+        """Preflight of ``run --to version``: target, server, disk, sessions, dry run, lint."""
+        report = validation_preflight.validate_migration(self.alias, self.scripts_dir, version)
+        return self._audited(report)
+
+    def validate_rollback(self, version: str) -> Report:
+        """Rolling back ``version`` and everything newer: data-loss preview and guards."""
+        report = validation_rollback.validate_rollback(self.alias, self.scripts_dir, version)
+        return self._audited(report)
+
+    def validate_scripts(self) -> Report:
+        """Round trip of every script on scratch databases; the live database is not used."""
+        return self._audited(roundtrip.validate_scripts(self.alias, self.scripts_dir))
+
+    def rollback_preflight(
+        self, force: bool = False, on_report: Callable[[Report], None] | None = None
+    ) -> Callable[[list[MigrationState]], dict[str, Any]]:
+        """The rollback validation as a ``rollback(preflight=...)``; see ``validation.rollback``."""
+        return validation_rollback.before_rollback(self.alias, force=force, on_report=on_report)
 
     @staticmethod
     def create(
@@ -292,13 +337,32 @@ class MigrationSystem:
             self._audit_refusal(action, exc)
             raise
 
+    def _audited(self, report: Report) -> Report:
+        """Record a validation where tbmigrate's tables exist; validating creates nothing."""
+        outcome = history.SUCCESS if report.ok else history.FAILURE
+        try:
+            if validation_common.exists(self.alias) and history.tables_exist(self.alias):
+                details = {k: v for k, v in report.as_dict().items() if k != "database"}
+                history.audit(
+                    self.alias, "validate", outcome, version=report.target or "", details=details
+                )
+        except DatabaseError:
+            connections[self.alias].close()
+        return report
+
     def _audit_refusal(self, action: str, exc: MigratorError) -> None:
         """Record a refusal of the history's state; bad usage leaves the database as it was."""
         if isinstance(exc, UsageError):
             return
         try:
             if history.tables_exist(self.alias):
-                history.audit(self.alias, action, history.REFUSED, error=str(exc))
+                history.audit(
+                    self.alias,
+                    action,
+                    history.REFUSED,
+                    error=str(exc),
+                    details=getattr(exc, "details", None),
+                )
         except DatabaseError:
             connections[self.alias].close()
 

@@ -51,6 +51,11 @@ DEFAULTS: dict[str, Any] = {
     "PG_LOCK_RETRY_PAUSE": 5.0,
     # How many SQL statements of one step the audit event keeps.
     "MAX_STATEMENTS_KEPT": 500,
+    # validate migration/rollback: seconds a dry run waits for a table lock before giving
+    # up (PostgreSQL), and the age in seconds from which another session's query or
+    # transaction counts as long-running.
+    "PREFLIGHT_LOCK_TIMEOUT": 3.0,
+    "PREFLIGHT_LONG_RUNNING": 60.0,
     # The database alias whose history the admin shows when no ?database= is given
     # (env TBMIGRATE_ADMIN_DATABASE overrides it).  Django's own tables stay in default.
     "ADMIN_DATABASE": "default",

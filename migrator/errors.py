@@ -48,6 +48,10 @@ class MigrationFailed(MigratorError):
 class RollbackRefused(MigratorError):
     """A rollback was refused before anything was reverted."""
 
+    def __init__(self, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details  # e.g. the failed validation checks, for the audit event
+
 
 class LockTimeout(MigratorError):
     """Another process holds the migration lock."""

@@ -136,6 +136,17 @@ def target(vendor: str, make_database) -> TestDatabase:  # type: ignore[no-untyp
 
 
 @pytest.fixture
+def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private temporary folder for the test, so that leftover temporary files show."""
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
 def scripts_dir(tmp_path: Path, settings) -> Path:  # type: ignore[no-untyped-def]
     """An empty scripts folder, made the configured one for this test."""
     folder = tmp_path / "scripts"

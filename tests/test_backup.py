@@ -252,9 +252,11 @@ def test_rollback_backup_keeps_what_the_rollback_drops(target, tmp_path, make_da
     backups = tmp_path / "backups"
     assert cli("run", database=target, scripts=scripts).returncode == 0
     before = snapshot(target)
+    # The rollback validation refuses to drop rows without --force: the case for a backup.
     result = cli(
         "rollback",
         "--no-input",
+        "--force",
         "--backup",
         database=target,
         scripts=scripts,

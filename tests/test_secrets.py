@@ -144,6 +144,16 @@ def test_the_password_of_a_real_role_appears_nowhere(secret_role, tmp_path):
     run("status", "--json", code=0)
     run("repair", "1.0.2", "--json", code=0)
     run("rollback", "--to", "0", "--no-input", "--dry-run", code=0)
+    for validation in (
+        ["validate", "schema"],
+        ["validate", "schema", "--json"],
+        ["validate", "migration", "1.0.2"],
+        ["validate", "rollback", "1.0.0", "--json"],
+        ["validate", "scripts", "--traceback"],
+    ):
+        checked = run(*validation)
+        assert checked.returncode in (0, 1), outputs[-1]
+        assert ("Traceback" in checked.stderr) is ("--traceback" in validation), outputs[-1]
     run("rollback", "9.9.9", "--no-input", "--traceback", code=2)
     # A wrong password is *accepted* here (trust auth on 127.0.0.1): say so, don't pretend.
     wrong = url.replace(password, f"Wrong-{password}")

@@ -8,6 +8,8 @@ from migrator.api import MigrationSystem
 from migrator.cli.options import add_step_options, step_timeouts
 from migrator.cli.render import Output, progress
 from migrator.cli.run import as_json, report_failure, summary
+from migrator.cli.validate import render
+from migrator.validation.base import Report
 
 help = (
     "Revert applied migrations newest first: with no argument the newest one; "
@@ -29,6 +31,11 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="Print what would be reverted; change nothing."
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="Roll back even when the rollback validation fails (data loss, a guard); audited.",
     )
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
     parser.add_argument(
@@ -55,19 +62,32 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             [s.label for s in steps],
         )
 
+    checked: list[Report] = []
+
+    def show(report: Report) -> None:
+        checked.append(report)
+        out.line("Rollback validation:")
+        render(out, report)
+        if not report.ok and options["force"]:
+            out.note(f"--force: rolling back despite {report.counts['FAIL']} failed check(s)")
+
     try:
         result = system.rollback(
             options["version"],
             to=options["to"],
             dry_run=options["dry_run"],
             confirm=confirm,
+            preflight=system.rollback_preflight(force=options["force"], on_report=show),
             backup=options["backup"],
         )
     except Exception as exc:
         report_failure(out, system, exc)
         raise
     if out.json:
-        out.emit_json(as_json(result, system.vendor))
+        data = as_json(result, system.vendor)
+        if checked:
+            data["validation"] = checked[0].as_dict()
+        out.emit_json(data)
         return
     if result.dry_run and result.planned:
         out.line(f"Would roll back {len(result.planned)} migration(s), newest first:")

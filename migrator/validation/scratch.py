@@ -1,0 +1,136 @@
+"""Throw-away databases to replay scripts on, removed whatever happens.
+
+The expected schema is *derived*, never hand-kept: the scripts are replayed on an
+empty database of the same vendor and the result is introspected.  That database
+must vanish afterwards, also when a script raises half-way or the user presses
+Ctrl-C, so everything happens in one ``try/finally`` whose cleanup does not depend
+on how far the set-up got (``DROP DATABASE IF EXISTS`` runs even if ``CREATE``
+was interrupted).
+
+- SQLite: a file in a new temporary folder; the folder is deleted.
+- PostgreSQL: ``CREATE DATABASE tbmigrate_scratch_<pid>_<random>`` on the server of
+  the alias being validated, dropped ``WITH (FORCE)`` (PostgreSQL 13+), which also
+  ends any session a misbehaving script left open on it.  The user needs the
+  ``CREATEDB`` privilege; without it the error says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from django.db import DatabaseError, connections
+
+from migrator import history, redact, targets
+from migrator.errors import DatabaseUnavailable
+from migrator.executor import Executor
+from migrator.scripts import Script
+from migrator.validation.introspect import Schema, introspect
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "tbmigrate_scratch_"
+
+
+def scratch_name() -> str:
+    return f"{PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+
+
+@contextlib.contextmanager
+def scratch_database(server_alias: str, vendor: str | None = None) -> Iterator[str]:
+    """Yield the alias of a new, empty database; drop it on the way out, always.
+
+    ``server_alias`` says where a PostgreSQL scratch database is created (its server
+    and credentials); it is not otherwise touched.  ``vendor`` defaults to its vendor.
+    """
+    vendor = vendor or targets.vendor(server_alias)
+    name = scratch_name()
+    if vendor == "sqlite":
+        with _sqlite(name) as alias:
+            yield alias
+    elif vendor == "postgresql":
+        with _postgresql(server_alias, name) as alias:
+            yield alias
+    else:  # pragma: no cover - targets.require rejects other vendors first
+        raise DatabaseUnavailable(f"no scratch database for {vendor}")
+
+
+@contextlib.contextmanager
+def _sqlite(name: str) -> Iterator[str]:
+    folder = Path(tempfile.mkdtemp(prefix="tbmigrate-scratch-"))
+    try:
+        targets.add(
+            name, {"ENGINE": "django.db.backends.sqlite3", "NAME": str(folder / f"{name}.sqlite3")}
+        )
+        yield name
+    finally:
+        targets.remove(name)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _postgresql(server_alias: str, name: str) -> Iterator[str]:
+    server = connections[server_alias]
+    config = dict(connections.settings[server_alias])
+    config["NAME"] = name
+    config.pop("TEST", None)
+    try:
+        try:
+            with server.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        except DatabaseError as exc:
+            reason = (redact.scrub(str(exc)).strip().splitlines() or ["?"])[0]
+            hint = (
+                "; give the user the CREATEDB privilege (ALTER ROLE ... CREATEDB)"
+                if "permission denied" in reason.lower()
+                else ""
+            )
+            raise DatabaseUnavailable(
+                f"cannot create a scratch database on {targets.describe(server_alias)}: "
+                f"{reason}{hint}"
+            ) from exc
+        targets.add(name, config)
+        yield name
+    finally:
+        targets.remove(name)
+        _drop(server_alias, name)
+
+
+def _drop(server_alias: str, name: str) -> None:
+    """Drop the scratch database, retrying once on a fresh connection."""
+    for attempt in (1, 2):
+        try:
+            with connections[server_alias].cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except DatabaseError as exc:
+            logger.warning(
+                "could not drop scratch database %s (attempt %s): %s", name, attempt, exc
+            )
+            connections[server_alias].close()
+    logger.error("scratch database %s was left behind; drop it by hand", name)
+
+
+def replay(alias: str, to_apply: Sequence[Script]) -> list[tuple[str, Schema]]:
+    """Apply ``to_apply`` in order on ``alias`` with the executor; the schema after each.
+
+    The executor is the one ``run`` uses (a transaction per step, foreign keys off
+    before ``BEGIN`` on SQLite, non-atomic scripts in autocommit), so the replay builds
+    exactly what ``run`` would.  It records history and audit rows in the scratch
+    database as usual; they are ignored and vanish with it.  The first snapshot is
+    the empty database.  ``MigrationFailed`` propagates, naming the script.
+    """
+    history.ensure_schema(alias)
+    connection = connections[alias]
+    executor = Executor(alias)
+    snapshots = [("the empty database", introspect(connection))]
+    for script in to_apply:
+        executor.apply(script)
+        snapshots.append((script.label, introspect(connection)))
+    return snapshots

@@ -1,0 +1,169 @@
+"""`tbmigrate validate scripts`: every down undoes its up, on scratch databases of each vendor."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import (
+    PROJECT,
+    cli_env,
+    pg_admin,
+    snapshot,
+    table_script,
+    tbmigrate,
+    write_script,
+)
+from tests.validation_support import checks, scratch_databases
+
+
+def roundtrips(result):
+    return [c for c in checks(result) if c[1].startswith("roundtrip[")]
+
+
+def test_the_starter_scripts_pass_the_round_trip(target, temp_dir):
+    before = snapshot(target)
+    result = tbmigrate("validate", "scripts", database=target)
+    assert result.code == 0, result.out + result.err
+    expected = [
+        (
+            "PASS",
+            f"roundtrip[{vendor}]",
+            "5 script(s) round-trip cleanly (down restores the schema, up runs again)",
+        )
+        for vendor in (["postgresql", "sqlite"] if target.vendor == "postgresql" else ["sqlite"])
+    ]
+    assert roundtrips(result) == expected
+    assert "PASS  reversible: every one of the 5 script(s) has a down()" in result.out
+    assert snapshot(target) == before  # the live database is not touched
+    assert list(temp_dir.iterdir()) == [] and scratch_databases() == []
+
+
+def test_a_down_that_forgets_an_index_is_reported(target, scripts_dir, temp_dir):
+    table_script(scripts_dir, "1.0.0", "a")
+    write_script(
+        scripts_dir,
+        "1.0.1",
+        "index-a",
+        up='db.create_index("a", ["label"], name="a_label_idx")',
+        down="pass  # forgets the index",
+    )
+    table_script(scripts_dir, "1.0.2", "b")
+    result = tbmigrate("validate", "scripts", "--json", database=target)
+    assert result.code == 1
+    report = json.loads(result.out)
+    own = [c for c in report["checks"] if c["name"] == f"roundtrip[{target.vendor}]"]
+    messages = [c["message"] for c in own if c["level"] == "FAIL"]
+    assert messages[0] == (
+        "1.0.1 index-a: down does not restore the schema: index a_label_idx on a (label) is "
+        "left behind"
+    )
+    assert messages[1].startswith("1.0.1 index-a: up fails after its down: ")
+    assert "a_label_idx" in messages[1] and "(left behind by the down above)" in messages[1]
+    assert own[0]["details"]["differences"][0]["change"] == "extra"
+    clean = next(c for c in own if c["level"] == "PASS")
+    assert clean["details"] == ["1.0.0 create-a", "1.0.2 create-b"]
+    assert list(temp_dir.iterdir()) == [] and scratch_databases() == []
+
+
+def test_a_down_that_raises_or_is_missing_does_not_hide_the_others(
+    target,
+    scripts_dir,
+    temp_dir,
+):
+    table_script(scripts_dir, "1.0.0", "a")
+    write_script(
+        scripts_dir, "1.0.1", "one-way", up='db.execute("CREATE TABLE b (id INT)")', down=None
+    )
+    table_script(scripts_dir, "1.0.2", "c")
+    write_script(
+        scripts_dir,
+        "1.0.3",
+        "bad-down",
+        up='db.execute("CREATE TABLE d (id INT)")',
+        down='db.execute("DROP TABLE nothing_here")',
+    )
+    table_script(scripts_dir, "1.0.4", "e")
+    result = tbmigrate("validate", "scripts", database=target)
+    assert result.code == 1
+    assert "WARN  reversible: 1 irreversible script(s) (no down()): 1.0.1 one-way" in result.out
+    own = [c for c in roundtrips(result) if c[1] == f"roundtrip[{target.vendor}]"]
+    assert own[0][0] == "FAIL" and own[0][2].startswith("1.0.3 bad-down: down fails: ")
+    assert "nothing_here" in own[0][2]
+    assert own[-1] == (
+        "PASS",
+        f"roundtrip[{target.vendor}]",
+        "3 script(s) round-trip cleanly (down restores the schema, up runs again)",
+    )
+    assert list(temp_dir.iterdir()) == [] and scratch_databases() == []
+
+
+def test_a_script_that_cannot_build_an_empty_database_fails(target, scripts_dir, temp_dir):
+    write_script(
+        scripts_dir, "1.0.0", "needs-legacy", up='db.execute("ALTER TABLE legacy ADD x INT")'
+    )
+    result = tbmigrate("validate", "scripts", database=target)
+    assert result.code == 1
+    assert "the scripts do not build an empty database: 1.0.0 needs-legacy failed to apply" in (
+        result.out
+    )
+    assert list(temp_dir.iterdir()) == [] and scratch_databases() == []
+
+
+def test_a_script_that_does_not_load_fails_without_running_anything(target, scripts_dir):
+    (scripts_dir / "2026-01-01T00-00-00-1.0.0-typo.py").write_text(
+        'version = "1.0.0"\ndef up(db)\n'
+    )
+    result = tbmigrate("validate", "scripts", database=target)
+    assert result.code == 1
+    assert "FAIL  scripts: 1 script problem(s): " in result.out
+    assert "line 2: syntax error" in result.out
+    assert roundtrips(result) == []
+
+
+def test_ctrl_c_in_a_real_process_removes_the_scratch_database(target, tmp_path):
+    """SIGINT while a script runs on the scratch database: exit 130, nothing left behind."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    marker = tmp_path / "scratch-name.txt"
+    write_script(
+        scripts,
+        "1.0.0",
+        "slow",
+        header="import os, time",
+        up="""
+            db.execute("CREATE TABLE slow (id INTEGER)")
+            with open(os.environ["TBM_MARKER"], "w") as handle:
+                handle.write(str(db.connection.settings_dict["NAME"]))
+            time.sleep(60)
+        """,
+    )
+    env = cli_env(target, scripts, TBM_MARKER=str(marker), TMPDIR=str(tmp_path))
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT / "manage.py"), "tbmigrate", "validate", "scripts"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(600):
+        if marker.exists() and marker.read_text():
+            break
+        time.sleep(0.1)
+    scratch = marker.read_text()
+    assert "tbmigrate_scratch_" in scratch
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted; validate scripts stopped, nothing was changed" in err
+    assert "Traceback" not in err
+    if target.vendor == "postgresql":
+        with pg_admin() as conn:
+            left = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [scratch])
+            assert left.fetchall() == []
+    else:
+        assert not os.path.exists(scratch)
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("tbmigrate-scratch-")] == []
