@@ -26,7 +26,8 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 
-from migrator import conf, history, planner, scripts, targets
+from migrator import backup as backups
+from migrator import conf, history, planner, repair, scripts, targets
 from migrator.errors import (
     Aborted,
     DatabaseUnavailable,
@@ -40,6 +41,7 @@ from migrator.executor import Executor, Progress, StepResult
 from migrator.locking import migration_lock
 from migrator.planner import MigrationState
 from migrator.scripts import Script
+from migrator.timeouts import StepTimeouts
 from migrator.validation import Report, roundtrip
 from migrator.validation import common as validation_common
 from migrator.validation import preflight as validation_preflight
@@ -77,6 +79,7 @@ class RunResult:
     planned: list[str] = field(default_factory=list)
     steps: list[StepResult] = field(default_factory=list)
     dry_run: bool = False
+    backup: backups.Backup | None = None
 
     @property
     def ok(self) -> bool:
@@ -93,6 +96,7 @@ class MigrationSystem:
         scripts_dir: str | Path | None = None,
         progress: Progress | None = None,
         lock_timeout: float | None = None,
+        step_timeouts: StepTimeouts | None = None,
     ) -> None:
         targets.require(database)
         self.alias = database
@@ -101,6 +105,7 @@ class MigrationSystem:
         self.lock_timeout = float(
             conf.get("LOCK_TIMEOUT") if lock_timeout is None else lock_timeout
         )
+        self.step_timeouts = step_timeouts  # None: the PG_* settings, read when a run starts
 
     # -- context manager ---------------------------------------------------------------
     def __enter__(self) -> MigrationSystem:
@@ -155,16 +160,21 @@ class MigrationSystem:
         dry_run: bool = False,
         out_of_order: bool = False,
         confirm: Confirm | None = None,
+        backup: bool = False,
     ) -> RunResult:
-        """Apply pending scripts in version order, up to and including ``to``."""
+        """Apply pending scripts in version order, up to and including ``to``.
+
+        ``backup`` (or the alias in BACKUP_DATABASES) backs the database up first.
+        """
         result = RunResult("run", self.database, dry_run=dry_run)
         if dry_run:
             result.planned = [s.label for s in self.plan(to, out_of_order)]
             return result
         # Bad input and refusals surface before anything is written (not even our tables).
-        self._precheck(
+        planned = self._precheck(
             "run", lambda states: planner.plan_run(states, to=to, out_of_order=out_of_order)
         )
+        take_backup = self._before_lock("run", backup, confirm, planned)
         loaded = self.scripts()  # every script must load before anything runs
         with self._locked():
             all_states = planner.states(loaded, history.load(self.alias))
@@ -174,8 +184,9 @@ class MigrationSystem:
                 self._audit_refusal("run", exc)
                 raise
             result.planned = [s.label for s in steps]
-            if steps and confirm is not None and not confirm(steps):
-                raise Aborted("run cancelled; nothing was applied")
+            _still_as_confirmed(confirm, steps, planned)
+            if steps and take_backup:
+                result.backup = self._backup()
             self._execute(result, steps, fake=fake, details={"to": to, "fake": fake})
         return result
 
@@ -188,13 +199,15 @@ class MigrationSystem:
         confirm: Confirm | None = None,
         preflight: Callable[[list[MigrationState]], dict[str, Any] | None] | None = None,
         force: bool = False,
+        backup: bool = False,
     ) -> RunResult:
         """Revert applied scripts newest first (see ``planner.plan_rollback``).
 
         ``preflight`` runs under the lock with the planned steps, before confirmation;
         it may refuse (raise) or return details for the audit event.  By default it is
         the rollback validation (``rollback_preflight``): data-loss preview and guards,
-        refusing on any FAIL unless ``force``.
+        refusing on any FAIL unless ``force``.  ``backup`` (or the alias in
+        BACKUP_DATABASES) backs the database up after the answer, before the first step.
         """
         result = RunResult("rollback", self.database, dry_run=dry_run)
         if preflight is None:
@@ -202,9 +215,12 @@ class MigrationSystem:
         if dry_run:
             result.planned = [s.label for s in self.rollback_plan(version, to)]
             return result
-        self._precheck(
+        planned = self._precheck(
             "rollback", lambda states: planner.plan_rollback(states, version=version, to=to)
         )
+        # The question waits for the preflight's preview, under the lock: only the backup
+        # is settled now.
+        take_backup = self._before_lock("rollback", backup, None, planned)
         loaded = self.scripts()
         with self._locked():
             all_states = planner.states(loaded, history.load(self.alias))
@@ -217,6 +233,8 @@ class MigrationSystem:
             result.planned = [s.label for s in steps]
             if steps and confirm is not None and not confirm(steps):
                 raise Aborted("rollback cancelled; nothing was reverted")
+            if steps and take_backup:
+                result.backup = self._backup()
             scripts_to_revert = [s.script for s in steps if s.script is not None]
             self._execute(
                 result,
@@ -263,11 +281,58 @@ class MigrationSystem:
         folder = Path(scripts_dir) if scripts_dir else conf.scripts_dir()
         return scripts.create_script(folder, version, name, description, now=now)
 
+    def repair(
+        self,
+        version: str | None = None,
+        *,
+        checksums: bool = False,
+        missing: bool = False,
+        confirm: Confirm | None = None,
+    ) -> list[repair.Repaired]:
+        """Clear a failed record, accept edited scripts, forget missing ones (``repair.py``)."""
+
+        def plan(states: list[MigrationState]) -> list[planner.RepairStep]:
+            return planner.plan_repair(states, version, checksums=checksums, missing=missing)
+
+        planned = plan(self.status().migrations)
+        if not planned:
+            return []  # nothing to change: take no lock, create no table
+        self._before_lock("repair", False, confirm, planned)
+        loaded = self.scripts()
+        with self._locked():
+            steps = plan(planner.states(loaded, history.load(self.alias)))
+            _still_as_confirmed(confirm, steps, planned)
+            return _db(lambda: repair.apply(self.alias, steps), self.alias)
+
+    def backup(self) -> backups.Backup:
+        """Back the database up now, under the migration lock (see ``backup.py``)."""
+        backups.require_tool(self.alias)
+        with self._locked():
+            return backups.take(self.alias)
+
     # -- internals ---------------------------------------------------------------------
-    def _precheck(self, action: str, plan: Callable[[list[MigrationState]], Any]) -> None:
+    def _backup(self) -> backups.Backup:
+        taken = backups.take(self.alias)
+        self.progress.on_message(f"Backed up {self.database} to {scripts.shown(taken.path)}")
+        return taken
+
+    def _before_lock(
+        self, action: str, backup: bool, confirm: Confirm | None, planned: Sequence[Any]
+    ) -> bool:
+        """What must be settled before the lock is taken: that a wanted backup can be made,
+        and the user's answer (nobody holds the lock while a human thinks, and a refusal
+        without a terminal leaves the database exactly as it was)."""
+        take_backup = backups.wanted(self.alias, backup)
+        if take_backup:
+            backups.require_tool(self.alias)
+        if planned and confirm is not None and not confirm(planned):
+            raise Aborted(f"{action} cancelled; nothing was changed")
+        return take_backup
+
+    def _precheck(self, action: str, plan: Callable[[list[MigrationState]], Any]) -> Any:
         """Plan once without the lock: usage errors change nothing, refusals are audited."""
         try:
-            plan(self.status().migrations)
+            return plan(self.status().migrations)
         except (HistoryConflict, RollbackRefused) as exc:
             self._audit_refusal(action, exc)
             raise
@@ -308,6 +373,7 @@ class MigrationSystem:
     def _locked(self) -> Iterator[None]:
         """Connect, take the lock, then (and only then) create tbmigrate's tables."""
         self._connect()
+        targets.require_writable(self.alias)
         with migration_lock(self.alias, self.lock_timeout, on_wait=self.progress.on_message):
             _db(lambda: history.ensure_schema(self.alias), self.alias)
             yield
@@ -321,7 +387,7 @@ class MigrationSystem:
         fake: bool = False,
         details: dict[str, Any],
     ) -> None:
-        executor = Executor(self.alias, self.progress)
+        executor = Executor(self.alias, self.progress, self.step_timeouts)
         action = "rollback" if revert else "run"
         try:
             for script in steps:
@@ -362,6 +428,22 @@ def _db(func: Callable[[], Any], alias: str) -> Any:
         return func()
     except DatabaseError as exc:
         raise DatabaseUnavailable(targets.connection_error_message(alias, exc)) from exc
+
+
+def _still_as_confirmed(
+    confirm: Confirm | None, steps: Sequence[Any], planned: Sequence[Any]
+) -> None:
+    """Under the lock, refuse steps the user was not asked about (another run got there
+    first and the plan changed while they answered)."""
+    if confirm is None:
+        return
+    asked = {step.label for step in planned}
+    unasked = [step.label for step in steps if step.label not in asked]
+    if unasked:
+        raise Aborted(
+            f"the plan changed while waiting for your answer ({', '.join(unasked)} was not "
+            "in it); nothing was changed, run again"
+        )
 
 
 def _succeeded(result: RunResult) -> list[str]:

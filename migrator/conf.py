@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     # Where `tbmigrate backup` writes; aliases always backed up before `run`.
     "BACKUP_DIR": "backups",
     "BACKUP_DATABASES": [],
+    # The pg_dump used for PostgreSQL backups (a name on PATH or a full path).
+    "PG_DUMP": "pg_dump",
     # Callables that may veto a rollback (see migrator.validation.rollback).
     "ROLLBACK_GUARDS": ["migrator.validation.guards.active_trading_sessions"],
     # Tables that schema validation leaves alone (tbmigrate's own and Django's).
@@ -39,9 +41,14 @@ DEFAULTS: dict[str, Any] = {
         "auth_user_user_permissions",
         "sqlite_sequence",
     ],
-    # PostgreSQL: per-step lock_timeout / statement_timeout in seconds (None: server default).
-    "PG_LOCK_TIMEOUT": None,
+    # PostgreSQL: per-step lock_timeout / statement_timeout in seconds (None or 0: no limit).
+    # A step waiting for a lock on a busy table makes every query on it wait behind the
+    # step, so by default it gives up after 10 s and is retried (the whole transaction)
+    # PG_LOCK_RETRIES times, PG_LOCK_RETRY_PAUSE seconds apart.
+    "PG_LOCK_TIMEOUT": 10.0,
     "PG_STATEMENT_TIMEOUT": None,
+    "PG_LOCK_RETRIES": 2,
+    "PG_LOCK_RETRY_PAUSE": 5.0,
     # How many SQL statements of one step the audit event keeps.
     "MAX_STATEMENTS_KEPT": 500,
     # validate migration/rollback: seconds a dry run waits for a table lock before giving

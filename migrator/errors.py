@@ -59,3 +59,7 @@ class LockTimeout(MigratorError):
 
 class Aborted(MigratorError):
     """The user answered no at a confirmation prompt."""
+
+
+class BackupFailed(MigratorError):
+    """A backup could not be taken (or cannot be, e.g. pg_dump is missing); nothing ran."""

@@ -28,9 +28,9 @@ from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 
-from migrator import conf, history, redact, targets
+from migrator import conf, history, redact, targets, timeouts
 from migrator.database import Database
-from migrator.errors import MigrationFailed
+from migrator.errors import DatabaseUnavailable, MigrationFailed
 from migrator.logs import step_fields
 from migrator.scripts import Script
 
@@ -62,6 +62,14 @@ class _Capture:
     limit: int
     statements: list[dict[str, Any]] = field(default_factory=list)
     count: int = 0
+    # Facts for the audit event: lock retries made, sessions seen blocking the step.
+    details: dict[str, Any] = field(default_factory=dict)
+    blockers: list[dict[str, Any]] = field(default_factory=list)
+
+    def restart(self) -> None:
+        """A retried attempt: keep only its own statements."""
+        self.statements = []
+        self.count = 0
 
     def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
         self.count += 1
@@ -88,9 +96,15 @@ def _params_for_audit(sql: str, params: Any, many: bool) -> Any:
 class Executor:
     """Runs steps on one alias.  The caller holds the migration lock."""
 
-    def __init__(self, alias: str, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        alias: str,
+        progress: Progress | None = None,
+        step_timeouts: timeouts.StepTimeouts | None = None,
+    ) -> None:
         self.alias = alias
         self.progress = progress or Progress()
+        self.timeouts = step_timeouts or timeouts.StepTimeouts.resolve()
         self.connection = connections[alias]
         self.database = targets.describe(alias)
         self._fk_baseline: Counter[tuple[str, str]] | None = None
@@ -164,16 +178,13 @@ class Executor:
         started = time.perf_counter()
         try:
             if script.atomic:
-                with self._foreign_keys_off(), transaction.atomic(using=self.alias):
-                    self._set_timeouts(local=True)
-                    with self.connection.execute_wrapper(capture):
-                        func(db)
-                    self._check_foreign_keys(script)
-                    duration = _ms_since(started)
-                    record(duration)
-                    self._audit_success(action, script, duration, capture)
+                duration = self._atomic_with_retries(action, script, func, record, capture, db)
             else:
-                with self._session_timeouts(), self.connection.execute_wrapper(capture):
+                with (
+                    self._session_timeouts(),
+                    self.connection.execute_wrapper(capture),
+                    self._watch(capture),
+                ):
                     func(db)
                 duration = _ms_since(started)
                 with transaction.atomic(using=self.alias):
@@ -181,7 +192,7 @@ class Executor:
                     self._audit_success(action, script, duration, capture)
         except BaseException as exc:
             duration = _ms_since(started)
-            error = _one_line(exc)
+            error = self._explain(exc, capture)
             note = self._record_failure(action, script, exc, duration, capture)
             result = StepResult(
                 action,
@@ -199,7 +210,7 @@ class Executor:
             undone = (
                 "rolled back, nothing of it remains"
                 if script.atomic
-                else "it ran outside a transaction and is recorded as failed"
+                else "it ran outside a transaction" + ("" if note else " and is recorded as failed")
             )
             verb = "apply" if action == "apply" else "revert"
             raise MigrationFailed(
@@ -213,6 +224,87 @@ class Executor:
         self._log(result)
         self.progress.on_done(result)
         return result
+
+    def _atomic_with_retries(
+        self,
+        action: str,
+        script: Script,
+        func: Callable[[Database], Any],
+        record: Callable[[float], None],
+        capture: _Capture,
+        db: Database,
+    ) -> float:
+        """Run an atomic step; when PostgreSQL's lock_timeout fires, retry the whole
+        transaction after a pause (as strong_migrations does), up to the retry limit."""
+        while True:
+            capture.restart()
+            started = time.perf_counter()
+            try:
+                with self._foreign_keys_off(), transaction.atomic(using=self.alias):
+                    self._set_timeouts(local=True)
+                    with self.connection.execute_wrapper(capture), self._watch(capture):
+                        func(db)
+                    self._check_foreign_keys(script)
+                    duration = _ms_since(started)
+                    record(duration)
+                    self._audit_success(action, script, duration, capture)
+                return duration
+            except DatabaseError as exc:
+                retries = int(capture.details.get("lock_retries", 0))
+                if not timeouts.is_lock_timeout(exc) or retries >= self.timeouts.lock_retries:
+                    raise
+                capture.details["lock_retries"] = retries + 1
+                blocked = timeouts.describe_blockers(capture.blockers) or "an unknown session"
+                self.progress.on_message(
+                    f" lock_timeout ({self.timeouts.lock_timeout:g} s), blocked by {blocked}; "
+                    f"retry {retries + 1} of {self.timeouts.lock_retries} "
+                    f"in {self.timeouts.retry_pause:g} s"
+                )
+                time.sleep(self.timeouts.retry_pause)
+                self.progress.on_start(action, script)
+
+    @contextlib.contextmanager
+    def _watch(self, capture: _Capture) -> Iterator[None]:
+        """While a PostgreSQL step runs with a lock timeout, note who blocks it."""
+        if self.connection.vendor != "postgresql" or not self.timeouts.lock_timeout:
+            yield
+            return
+        watch = timeouts.BlockerWatch(self.connection, self.timeouts.lock_timeout)
+        try:
+            with watch.watching():
+                yield
+        finally:
+            if watch.blockers:
+                capture.blockers = watch.blockers
+                capture.details["blocked_by"] = watch.blockers
+
+    def _explain(self, exc: BaseException, capture: _Capture) -> str:
+        """The one-line reason a step failed, in the user's terms."""
+        error = _one_line(exc)
+        if timeouts.connection_lost(exc, self.connection):
+            # pg_terminate_backend, a restarted server, a cut network: the server rolled
+            # the transaction back and dropped the session's migration lock with it.
+            return f"the connection to the database was lost ({error})"
+        if timeouts.is_lock_timeout(exc):
+            tries = int(capture.details.get("lock_retries", 0)) + 1
+            blocked = timeouts.describe_blockers(capture.blockers)
+            who = (
+                f"blocked by {blocked}; wait for it to finish or end it "
+                f"(SELECT pg_terminate_backend({capture.blockers[0]['pid']}))"
+                if blocked
+                else "the blocking session could not be identified (see pg_locks)"
+            )
+            return (
+                f"gave up waiting for a lock: lock_timeout ({self.timeouts.lock_timeout:g} s) "
+                f"reached {tries} time(s); {who}, then run again, or raise "
+                "--pg-lock-timeout / --pg-lock-retries"
+            )
+        if timeouts.is_statement_timeout(exc):
+            return (
+                f"statement_timeout ({self.timeouts.statement_timeout:g} s) reached ({error}); "
+                "raise --pg-statement-timeout if the step needs longer"
+            )
+        return error
 
     def _log(self, result: StepResult) -> None:
         """One structured record per finished step (see ``migrator.logs``)."""
@@ -248,6 +340,7 @@ class Executor:
                 "atomic": script.atomic,
                 "checksum": script.checksum,
                 "statement_count": capture.count,
+                **capture.details,
             },
         )
 
@@ -285,17 +378,26 @@ class Executor:
                         "atomic": script.atomic,
                         "checksum": script.checksum,
                         "statement_count": capture.count,
+                        **capture.details,
                     },
                 )
 
         for attempt in (1, 2):
             try:
+                if attempt == 2:
+                    # The connection may have died with the step: open a new one.
+                    targets.connect(self.alias)
                 write()
                 return ""
-            except DatabaseError as audit_exc:
-                logger.warning("could not audit the failure (attempt %s): %s", attempt, audit_exc)
-                # The connection may have died with the step: open a new one and try again.
+            except (DatabaseError, DatabaseUnavailable) as audit_exc:
+                logger.info("could not audit the failure (attempt %s): %s", attempt, audit_exc)
                 self.connection.close()
+        if not script.atomic:
+            return (
+                "; the failure could not be written to the audit log nor recorded as failed: "
+                "the database is unreachable, so check by hand what of it was applied before "
+                "running again"
+            )
         return "; the failure could not be written to the audit log: the database is unreachable"
 
     # -- vendor details ----------------------------------------------------------------
@@ -334,17 +436,9 @@ class Executor:
     def _set_timeouts(self, local: bool) -> None:
         if self.connection.vendor != "postgresql":
             return
-        scope = "LOCAL " if local else ""
         with self.connection.cursor() as cursor:
-            for setting, name in (
-                ("lock_timeout", "PG_LOCK_TIMEOUT"),
-                ("statement_timeout", "PG_STATEMENT_TIMEOUT"),
-            ):
-                seconds = conf.get(name)
-                if seconds is not None:
-                    cursor.execute(
-                        f"SET {scope}{setting} = %s", [f"{int(float(seconds) * 1000)}ms"]
-                    )
+            for statement in self.timeouts.statements(local):
+                cursor.execute(statement)
 
     @contextlib.contextmanager
     def _session_timeouts(self) -> Iterator[None]:

@@ -158,6 +158,27 @@ def update_checksum(alias: str, version: Version, checksum: str) -> None:
     AppliedMigration.objects.using(alias).filter(version=str(version)).update(checksum=checksum)
 
 
+def clear_failed(alias: str, version: Version) -> int:
+    """Delete the record of a *failed* version (``repair VERSION``); applied rows stay."""
+    rows = AppliedMigration.objects.using(alias).filter(version=str(version), status=FAILED)
+    return rows.delete()[0]
+
+
+def accept_checksum(alias: str, version: Version, old: str, new: str) -> int:
+    """Store the edited file's checksum (``repair --checksums``), only if it is still ``old``
+    (a run that changed the row meanwhile wins)."""
+    rows = AppliedMigration.objects.using(alias).filter(
+        version=str(version), status=APPLIED, checksum=old
+    )
+    return rows.update(checksum=new)
+
+
+def forget_applied(alias: str, version: Version) -> int:
+    """Delete an applied record whose file is gone (``repair --missing``)."""
+    rows = AppliedMigration.objects.using(alias).filter(version=str(version), status=APPLIED)
+    return rows.delete()[0]
+
+
 def audit(
     alias: str,
     action: str,

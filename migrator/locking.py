@@ -41,6 +41,8 @@ def holder_description(holder: dict[str, Any] | None) -> str:
     ]
     if holder.get("pid"):
         parts.append(f"pid {holder['pid']}")
+    if holder.get("backend_pid"):
+        parts.append(f"server process {holder['backend_pid']}")
     if holder.get("since"):
         parts.append(f"since {holder['since']}")
     return ", ".join(parts) or "another process"
@@ -88,7 +90,7 @@ class _PostgresLock:
 
     def holder(self) -> dict[str, Any] | None:
         sql = """
-            SELECT a.pid, a.application_name, a.usename, a.client_addr::text, a.backend_start
+            SELECT a.pid, a.application_name, a.usename, host(a.client_addr), a.backend_start
             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.locktype = 'advisory' AND l.granted
               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -100,7 +102,7 @@ class _PostgresLock:
         if not row:
             return None
         return {
-            "pid": row[0],
+            "backend_pid": row[0],
             "application_name": row[1],
             "user": row[2],
             "host": row[3],
@@ -113,7 +115,7 @@ class _PostgresLock:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [PG_LOCK_KEY])
         except DatabaseError:
             # The session is gone, and the server dropped its lock with it.
-            logger.warning("could not release the migration lock; its session already ended")
+            logger.info("could not release the migration lock; its session already ended")
 
 
 class _FileLock:

@@ -99,7 +99,10 @@ def require_clean(all_states: Sequence[MigrationState], action: str) -> None:
             "restore the edited files (or accept them with `tbmigrate repair --checksums`)"
         )
     if any(s.state == MISSING for s in all_states):
-        fixes.append("restore the missing files")
+        fixes.append(
+            "restore the missing files (or, if they were retired on purpose, forget them with "
+            "`tbmigrate repair --missing`)"
+        )
     if any(s.state == FAILED_STATE for s in all_states):
         fixes.append("clean up by hand, then `tbmigrate repair VERSION`")
     raise HistoryConflict(
@@ -179,4 +182,66 @@ def plan_rollback(
             f"rollback refused: {', '.join(irreversible)} has no down() and cannot be reverted; "
             "nothing was rolled back (write a down() or roll back to a later version)"
         )
+    return steps
+
+
+# -- repair ----------------------------------------------------------------------------
+CLEAR_FAILED = "clear-failed"
+ACCEPT_CHECKSUM = "accept-checksum"
+FORGET_MISSING = "forget-missing"
+
+
+@dataclass(frozen=True)
+class RepairStep:
+    """One change ``repair`` makes to the history (never to the schema)."""
+
+    kind: str  # CLEAR_FAILED | ACCEPT_CHECKSUM | FORGET_MISSING
+    state: MigrationState
+
+    @property
+    def label(self) -> str:
+        return self.state.label
+
+    @property
+    def summary(self) -> str:
+        if self.kind == CLEAR_FAILED:
+            return f"{self.label}: clear the failed record (it becomes pending)"
+        if self.kind == ACCEPT_CHECKSUM:
+            assert self.state.script is not None
+            return f"{self.label}: accept the edited {shown(self.state.script.path)}"
+        return f"{self.label}: forget it (its file is gone; its changes stay in the database)"
+
+
+def plan_repair(
+    all_states: Sequence[MigrationState],
+    version: str | None = None,
+    checksums: bool = False,
+    missing: bool = False,
+) -> list[RepairStep]:
+    """What ``repair`` changes, as Flyway's ``repair``: failed records, checksums, missing files.
+
+    ``version`` names one failed migration (the user has cleaned up by hand);
+    ``checksums`` accepts every edited applied script; ``missing`` forgets every
+    applied migration whose file was deleted.
+    """
+    if version is None and not checksums and not missing:
+        raise UsageError(
+            "say what to repair: VERSION (a failed migration, after cleaning up by hand), "
+            "--checksums (accept edited applied scripts) or --missing (forget deleted ones)"
+        )
+    steps: list[RepairStep] = []
+    if version is not None:
+        target = find_version(all_states, version, "repair")
+        state = next(s for s in all_states if s.version == target)
+        if state.state != FAILED_STATE:
+            hint = {
+                CHANGED: "; to accept its edited file use `tbmigrate repair --checksums`",
+                MISSING: "; to forget it use `tbmigrate repair --missing`",
+            }.get(state.state, "")
+            raise UsageError(f"repair: {state.label} is {state.state}, not failed{hint}")
+        steps.append(RepairStep(CLEAR_FAILED, state))
+    if checksums:
+        steps += [RepairStep(ACCEPT_CHECKSUM, s) for s in all_states if s.state == CHANGED]
+    if missing:
+        steps += [RepairStep(FORGET_MISSING, s) for s in all_states if s.state == MISSING]
     return steps

@@ -108,11 +108,25 @@ def connect(alias: str):  # type: ignore[no-untyped-def]
     try:
         connection.ensure_connection()
         if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET application_name = %s", [application_name()])
+            _tune_session(connection)
     except DatabaseError as exc:
         raise DatabaseUnavailable(connection_error_message(alias, exc)) from exc
     return connection
+
+
+def _tune_session(connection) -> None:  # type: ignore[no-untyped-def]
+    """Name the session after this process, and have the server watch for a dead client.
+
+    The application name lets a waiting run (and a DBA) see who holds the migration
+    lock.  ``client_connection_check_interval`` (PostgreSQL 14+) makes the server notice
+    a killed tbmigrate even while its backend is busy in a long statement: without it
+    a SIGKILLed run keeps its advisory lock and its open transaction until that
+    statement ends, which may be hours for a data migration.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('application_name', %s, false)", [application_name()])
+        if connection.pg_version >= 140000:
+            cursor.execute("SET client_connection_check_interval = '1s'")
 
 
 def connection_error_message(alias: str, exc: BaseException) -> str:
@@ -123,6 +137,8 @@ def connection_error_message(alias: str, exc: BaseException) -> str:
     where = f"{describe(alias)} ({variable_for(alias)})"
     if "password authentication failed" in lowered or "no password supplied" in lowered:
         hint = "check the user and password in the URL"
+    elif "role" in lowered and "does not exist" in lowered:
+        hint = "check the user name in the URL"
     elif "does not exist" in lowered and "database" in lowered:
         hint = "create the database (createdb NAME) or fix the name in the URL"
     elif "connection refused" in lowered or "could not connect" in lowered:
@@ -140,6 +156,29 @@ def connection_error_message(alias: str, exc: BaseException) -> str:
     if "\n" in detail or len(detail) > 300:
         detail = detail[:300]
     return f"cannot use database {where}: {detail} ({hint})"
+
+
+def require_writable(alias: str) -> None:
+    """Refuse, before the lock is taken, a SQLite file this process cannot write.
+
+    SQLite opens a file it may not write *read-only*, without a word, and fails only at
+    the first write, part-way through a run.  Opening it for writing as SQLite would
+    tells us first (whatever the reason: permissions, another owner, ``chattr +i``, a
+    read-only mount).
+    """
+    if vendor(alias) != "sqlite":
+        return
+    name = str(connections[alias].settings_dict.get("NAME") or "")
+    if not name or name == ":memory:" or name.startswith("file:") or not os.path.exists(name):
+        return
+    try:
+        os.close(os.open(name, os.O_RDWR))
+    except OSError as exc:
+        raise DatabaseUnavailable(
+            f"cannot use database {describe(alias)} ({variable_for(alias)}): the file is "
+            f"read-only for this user ({exc.strerror}); fix its permissions, run as its "
+            "owner, or point the URL at a writable copy"
+        ) from None
 
 
 def _check_sqlite_path(alias: str, name: str) -> None:

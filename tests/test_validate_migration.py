@@ -177,6 +177,7 @@ def test_squawk_lints_the_dry_runs_statements_on_postgresql(target, scripts_dir,
         """,
     )
     assert tbmigrate("run", "--to", "1.0.0", database=target).code == 0
+    settings.TBMIGRATE_PG_LOCK_TIMEOUT = None  # no lock_timeout: squawk asks for one
     result = tbmigrate("validate", "migration", "1.0.1", "--json", database=target)
     assert result.code == 0, result.err
     lint = [c for c in json.loads(result.out)["checks"] if c["name"] == "lint"]

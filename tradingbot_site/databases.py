@@ -52,6 +52,14 @@ def parse_url(url: str, variable: str) -> dict[str, Any]:
             f"{variable}={shown} uses '{scheme}', which tbmigrate does not support; "
             "use a postgres:// (or postgresql://) or sqlite:/// URL"
         )
+    if engine.endswith("sqlite3") and config.get("NAME") in ("", ":memory:"):
+        # dj-database-url reads `sqlite://file.db` (two slashes) as an in-memory database:
+        # a run would "succeed" and leave nothing behind.
+        raise ValueError(
+            f"{variable}={shown} names no SQLite file, only a database in memory that would "
+            "vanish when tbmigrate exits; use sqlite:////absolute/path.sqlite3 (four slashes) "
+            "or sqlite:///relative/path.sqlite3 (three)"
+        )
     if not config.get("NAME"):
         raise ValueError(f"{variable}={shown} names no database; add it after the host: .../NAME")
     if engine.endswith("postgresql") and config.get("PORT") in ("", None):

@@ -75,6 +75,16 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "migrator.redact.SafeReporterFilter"
 # tbmigrate's own settings; every one has a default in migrator/conf.py.
 if os.environ.get("TBMIGRATE_SCRIPTS_DIR"):
     TBMIGRATE_SCRIPTS_DIR = os.environ["TBMIGRATE_SCRIPTS_DIR"]
+if os.environ.get("TBMIGRATE_BACKUP_DIR"):
+    TBMIGRATE_BACKUP_DIR = os.environ["TBMIGRATE_BACKUP_DIR"]
+if os.environ.get("TBMIGRATE_BACKUP_DATABASES"):
+    TBMIGRATE_BACKUP_DATABASES = [
+        alias.strip()
+        for alias in os.environ["TBMIGRATE_BACKUP_DATABASES"].split(",")
+        if alias.strip()
+    ]
+if os.environ.get("TBMIGRATE_PG_DUMP"):
+    TBMIGRATE_PG_DUMP = os.environ["TBMIGRATE_PG_DUMP"]
 if os.environ.get("TBMIGRATE_ADMIN_DATABASE"):
     TBMIGRATE_ADMIN_DATABASE = os.environ["TBMIGRATE_ADMIN_DATABASE"]
 

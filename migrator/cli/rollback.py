@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.api import MigrationSystem
+from migrator.cli.options import add_step_options, step_timeouts
 from migrator.cli.render import Output, progress
 from migrator.cli.run import as_json, report_failure, summary
 from migrator.cli.validate import render
@@ -43,11 +44,15 @@ def add_arguments(parser: Any) -> None:
         metavar="SECONDS",
         help="How long to wait for another run to finish (default: setting LOCK_TIMEOUT).",
     )
+    add_step_options(parser)
 
 
 def handle(out: Output, options: dict[str, Any]) -> None:
     system = MigrationSystem(
-        options["database"], progress=progress(out), lock_timeout=options["lock_timeout"]
+        options["database"],
+        progress=progress(out),
+        lock_timeout=options["lock_timeout"],
+        step_timeouts=step_timeouts(options),
     )
     out.line(f"Database: {system.database}")
 
@@ -73,6 +78,7 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             dry_run=options["dry_run"],
             confirm=confirm,
             preflight=system.rollback_preflight(force=options["force"], on_report=show),
+            backup=options["backup"],
         )
     except Exception as exc:
         report_failure(out, system, exc)

@@ -6,6 +6,7 @@ from typing import Any
 
 from migrator import conf
 from migrator.api import MigrationSystem
+from migrator.cli.options import add_step_options, step_timeouts
 from migrator.cli.render import Output, duration, progress
 
 help = "Apply pending migrations in version order, each in its own transaction."
@@ -33,11 +34,15 @@ def add_arguments(parser: Any) -> None:
         metavar="SECONDS",
         help="How long to wait for another run to finish (default: setting LOCK_TIMEOUT).",
     )
+    add_step_options(parser)
 
 
 def handle(out: Output, options: dict[str, Any]) -> None:
     system = MigrationSystem(
-        options["database"], progress=progress(out), lock_timeout=options["lock_timeout"]
+        options["database"],
+        progress=progress(out),
+        lock_timeout=options["lock_timeout"],
+        step_timeouts=step_timeouts(options),
     )
     out.line(f"Database: {system.database}")
     confirm = None
@@ -54,6 +59,7 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             dry_run=options["dry_run"],
             out_of_order=options["out_of_order"],
             confirm=confirm,
+            backup=options["backup"],
         )
     except Exception as exc:
         report_failure(out, system, exc)
@@ -139,6 +145,7 @@ def as_json(result: Any, vendor: str, error: str | None = None) -> dict[str, Any
             }
             for step in result.steps
         ],
+        "backup": result.backup.as_dict() if result.backup else None,
         "error": error,
         "summary": summary(result),
     }

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from migrator import conf
+from migrator.timeouts import StepTimeouts
 from migrator.validation.base import CheckResult, passed, warned
 
 TIMEOUT_SECONDS = 60
@@ -76,15 +76,8 @@ def lint(
 
 
 def _prelude() -> list[str]:
-    lines = []
-    for setting, name in (
-        ("lock_timeout", "PG_LOCK_TIMEOUT"),
-        ("statement_timeout", "PG_STATEMENT_TIMEOUT"),
-    ):
-        seconds = conf.get(name)
-        if seconds is not None:
-            lines.append(f"SET {setting} = '{int(float(seconds) * 1000)}ms';")
-    return lines
+    """The timeouts the executor sets before each step (the same ``migrator.timeouts``)."""
+    return [f"{statement};" for statement in StepTimeouts.resolve().statements(local=False)]
 
 
 def _run(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -39,6 +40,15 @@ class Command(BaseCommand):
             )
             _add_common(sub)
             module.add_arguments(sub)
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        """As Django's, but a ``--traceback`` traceback is scrubbed of passwords (its chained
+        exceptions may quote a URL) and keeps the exit code (2 for bad usage)."""
+        try:
+            super().run_from_argv(argv)
+        except Exception as exc:  # only with --traceback: Django exits itself otherwise
+            sys.stderr.write(redact.scrub("".join(traceback.format_exception(exc))))
+            sys.exit(exc.returncode if isinstance(exc, CommandError) else 1)
 
     def handle(self, *args: Any, **options: Any) -> None:
         out = Output(self.stdout, self.stderr, self.style, options)

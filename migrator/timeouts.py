@@ -1,0 +1,217 @@
+"""PostgreSQL timeouts for migration steps, lock-timeout retries, and who is in the way.
+
+A migration that needs ``ACCESS EXCLUSIVE`` on a busy trading table must not queue
+behind a long transaction: while it waits, every query on that table waits behind
+*it*.  So each step runs with ``lock_timeout`` (and optionally ``statement_timeout``)
+set for its transaction only (``SET LOCAL``); when the lock wait times out the whole
+step transaction is retried a few times after a pause, as strong_migrations'
+``lock_timeout_retries`` does, and then the step fails naming the session that
+blocked it.
+
+PostgreSQL cancels the waiting statement when ``lock_timeout`` fires, and by then
+``pg_blocking_pids`` of our session is empty.  So a ``BlockerWatch`` looks while the
+step is still waiting: a small thread, on a connection of its own, that starts only
+once a step has run for half the lock timeout (short steps never open it) and then
+polls ``pg_blocking_pids`` of the migrating session.
+
+SQLite has one writer at a time and no such settings; these options do nothing there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from migrator import conf, redact
+
+logger = logging.getLogger(__name__)
+
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
+QUERY_CANCELED = "57014"  # statement_timeout fired (or a cancel request)
+# Server shut the session down (pg_terminate_backend, restart) or the link broke.
+CONNECTION_LOST_PREFIXES = ("08", "57P")
+
+
+@dataclass(frozen=True)
+class StepTimeouts:
+    """Seconds (``None``/0: no limit) and the retry policy for lock timeouts."""
+
+    lock_timeout: float | None = None
+    statement_timeout: float | None = None
+    lock_retries: int = 0
+    retry_pause: float = 0.0
+
+    @classmethod
+    def resolve(
+        cls,
+        lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        lock_retries: int | None = None,
+        retry_pause: float | None = None,
+    ) -> StepTimeouts:
+        """Flags where given, else the settings (read now)."""
+
+        def pick(value: Any, name: str) -> Any:
+            return conf.get(name) if value is None else value
+
+        lock = pick(lock_timeout, "PG_LOCK_TIMEOUT")
+        statement = pick(statement_timeout, "PG_STATEMENT_TIMEOUT")
+        return cls(
+            lock_timeout=float(lock) if lock else None,
+            statement_timeout=float(statement) if statement else None,
+            lock_retries=max(int(pick(lock_retries, "PG_LOCK_RETRIES")), 0),
+            retry_pause=max(float(pick(retry_pause, "PG_LOCK_RETRY_PAUSE")), 0.0),
+        )
+
+    def statements(self, local: bool) -> list[str]:
+        """The ``SET`` statements for a step (``SET LOCAL`` inside its transaction)."""
+        scope = "LOCAL " if local else ""
+        found = []
+        for setting, seconds in (
+            ("lock_timeout", self.lock_timeout),
+            ("statement_timeout", self.statement_timeout),
+        ):
+            if seconds:
+                found.append(f"SET {scope}{setting} = '{max(int(seconds * 1000), 1)}ms'")
+        return found
+
+
+def sqlstate(exc: BaseException | None) -> str | None:
+    """The SQLSTATE of a driver error, looking through Django's wrapping."""
+    seen = 0
+    while exc is not None and seen < 10:
+        code = getattr(exc, "sqlstate", None)
+        if code:
+            return str(code)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    return sqlstate(exc) == LOCK_NOT_AVAILABLE
+
+
+def is_statement_timeout(exc: BaseException) -> bool:
+    return sqlstate(exc) == QUERY_CANCELED and "statement timeout" in str(exc)
+
+
+def connection_lost(exc: BaseException, connection: Any) -> bool:
+    """Whether a step's failure took its connection with it."""
+    code = sqlstate(exc) or ""
+    if code.startswith(CONNECTION_LOST_PREFIXES):
+        return True
+    raw = getattr(connection, "connection", None)
+    return raw is not None and bool(getattr(raw, "broken", False))
+
+
+def describe_blockers(blockers: list[dict[str, Any]]) -> str:
+    """``server process 4242 (application 'trading-engine', user bob, idle in transaction,
+    transaction started 2026-11-26 10:00:01 UTC, last query: LOCK TABLE trades ...)``."""
+    parts = []
+    for b in blockers:
+        facts = []
+        if b.get("application_name"):
+            facts.append(f"application '{b['application_name']}'")
+        if b.get("user"):
+            facts.append(f"user {b['user']}")
+        if b.get("client"):
+            facts.append(f"from {b['client']}")
+        state = b.get("state") or "unknown state"
+        since = b.get("xact_start") or b.get("query_start")
+        facts.append(f"{state}, transaction started {since}" if since else state)
+        if b.get("query"):
+            facts.append(f"last query: {b['query']}")
+        parts.append(f"server process {b['pid']} ({', '.join(facts)})")
+    return "; ".join(parts)
+
+
+_BLOCKERS_SQL = """
+    SELECT b.pid, b.application_name, b.usename, host(b.client_addr), b.state,
+           b.xact_start, b.query_start, left(b.query, 200)
+    FROM pg_stat_activity w
+    CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocking(pid)
+    JOIN pg_stat_activity b ON b.pid = blocking.pid
+    WHERE w.pid = %s AND w.wait_event_type = 'Lock'
+    ORDER BY b.xact_start NULLS LAST
+"""
+
+
+@dataclass
+class BlockerWatch:
+    """Remember who blocks ``connection``'s session while a step waits for a lock."""
+
+    connection: Any
+    lock_timeout: float
+    blockers: list[dict[str, Any]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        raw = self.connection.connection
+        backend_pid = getattr(getattr(raw, "info", None), "backend_pid", None)
+        if backend_pid is None:
+            yield
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(backend_pid,), name="tbmigrate-blocker-watch", daemon=True
+        )
+        self._thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=5)
+
+    def _run(self, backend_pid: int) -> None:
+        # Short steps finish before this wait ends and never open a connection.
+        if self._stop.wait(max(self.lock_timeout / 2, 0.05)):
+            return
+        interval = min(max(self.lock_timeout / 5, 0.02), 0.2)
+        try:
+            import psycopg
+            from psycopg.conninfo import make_conninfo
+
+            params = self.connection.get_connection_params()
+            libpq = {
+                key: value
+                for key, value in params.items()
+                if isinstance(value, str | int) and key != "prepare_threshold"
+            }
+            libpq["application_name"] = f"tbmigrate blocker watch of {backend_pid}"[:63]
+            libpq["connect_timeout"] = 5
+            conninfo = make_conninfo("", **libpq)
+            with psycopg.connect(conninfo, autocommit=True) as watch:
+                while not self._stop.is_set():
+                    found = watch.execute(_BLOCKERS_SQL, [backend_pid]).fetchall()
+                    if found:
+                        self.blockers = [_blocker(row) for row in found]
+                    self._stop.wait(interval)
+        except Exception as exc:  # the watch is a diagnosis aid: never fail a step for it
+            logger.info("cannot watch for blocking sessions: %s", redact.scrub(str(exc)))
+
+
+def _blocker(row: tuple[Any, ...]) -> dict[str, Any]:
+    query = " ".join(str(row[7] or "").split())
+    return {
+        "pid": row[0],
+        "application_name": row[1] or "",
+        "user": row[2] or "",
+        "client": row[3] or "",
+        "state": row[4] or "",
+        "xact_start": _utc(row[5]),
+        "query_start": _utc(row[6]),
+        # Its text may hold literals of someone else's work: keep it short and scrubbed.
+        "query": redact.scrub(query[:120] + ("..." if len(query) > 120 else "")),
+    }
+
+
+def _utc(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
