@@ -398,6 +398,7 @@ class MigrationSystem:
                 else:
                     result.steps.append(executor.apply(script))
         except MigrationFailed as exc:
+            executor.close()
             if isinstance(exc.step, StepResult):
                 result.steps.append(exc.step)
             _audit_quietly(
@@ -409,6 +410,8 @@ class MigrationSystem:
             )
             exc.result = result
             raise
+        finally:
+            executor.close()
         if steps:
             _audit_quietly(
                 self.alias, action, history.SUCCESS, details={**details, "done": _succeeded(result)}

@@ -10,9 +10,16 @@ autocommit; if it fails it is recorded as ``failed`` and later runs stop there u
 
 SQLite ignores ``PRAGMA foreign_keys`` inside a transaction, and rebuilding a parent
 table with foreign keys enforced deletes or nulls its children's rows.  So, as
-Django's SQLite schema editor does, each step turns foreign keys off *before*
-``BEGIN`` and on again after, and checks before committing that the step left no
-row pointing at nothing that was not already so.
+Django's SQLite schema editor does, atomic steps run with foreign keys turned off
+*before* ``BEGIN`` (once per run, on again at ``close()``), and before committing
+``fkguard`` checks that the step left no row pointing at nothing that was not
+already so.
+
+The cost per step is what a step must cost: on both databases a step is ``BEGIN``,
+the script's statements, one statement writing its history row and audit event
+(two on SQLite), ``COMMIT``; everything that does not change from step to step
+(session settings, who is running, the masked URL, prepared SQL, the blocker-watch
+thread) is set up once per run (``bench/`` measures it).
 """
 
 from __future__ import annotations
@@ -21,14 +28,13 @@ import contextlib
 import logging
 import time
 import traceback as traceback_module
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 
-from migrator import conf, history, redact, targets, timeouts
+from migrator import conf, fkguard, history, redact, targets, timeouts
 from migrator.database import Database
 from migrator.errors import DatabaseUnavailable, MigrationFailed
 from migrator.logs import step_fields
@@ -107,28 +113,32 @@ class Executor:
         self.timeouts = step_timeouts or timeouts.StepTimeouts.resolve()
         self.connection = connections[alias]
         self.database = targets.describe(alias)
-        self._fk_baseline: Counter[tuple[str, str]] | None = None
+        # Per run, not per step: the writer of history rows and audit events, SQLite's
+        # foreign-key guard, the session the settings below are on, PostgreSQL's
+        # blocker watch.  ``close()`` undoes the session settings.
+        self._writer: history.Writer | None = None
+        self._guard = fkguard.ForeignKeyGuard(self.connection) if self._sqlite else None
+        self._session: Any = None
+        self._fk_off = False
+        self._journal = ""  # SQLite's journal mode to put back at close()
+        self._watcher: timeouts.BlockerWatch | None = None
+
+    @property
+    def _sqlite(self) -> bool:
+        return self.connection.vendor == "sqlite"
+
+    @property
+    def _postgresql(self) -> bool:
+        return self.connection.vendor == "postgresql"
 
     # -- public steps ------------------------------------------------------------------
     def apply(self, script: Script) -> StepResult:
-        def record(duration_ms: float) -> None:
-            history.record_applied(
-                self.alias,
-                version=script.version,
-                name=script.name,
-                description=script.description,
-                checksum=script.checksum,
-                duration_ms=duration_ms,
-            )
-
-        return self._step("apply", script, script.up, record)
+        return self._step("apply", script, script.up)
 
     def revert(self, script: Script) -> StepResult:
         if script.down is None:  # the planner refuses these first; this is a last guard
             raise MigrationFailed(f"{script.label} has no down()", str(script.version))
-        return self._step(
-            "revert", script, script.down, lambda _ms: history.remove(self.alias, script.version)
-        )
+        return self._step("revert", script, script.down)
 
     def fake(self, script: Script) -> StepResult:
         """Record ``script`` as applied without running it (adopting an existing database)."""
@@ -156,13 +166,33 @@ class Executor:
         self.progress.on_done(result)
         return result
 
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the run: stop the blocker watch, put the session's settings back."""
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        if self._session is not None and self._session is self.connection.connection:
+            with contextlib.suppress(DatabaseError), self.connection.cursor() as cursor:
+                if self._fk_off:
+                    cursor.execute("PRAGMA foreign_keys = ON")
+                if self._journal:
+                    cursor.execute(f"PRAGMA journal_mode = {self._journal}")
+                if self._postgresql and self.timeouts.statements(local=False):
+                    cursor.execute("RESET lock_timeout; RESET statement_timeout")
+        self._session, self._fk_off, self._journal = None, False, ""
+
     # -- the step itself ---------------------------------------------------------------
     def _step(
         self,
         action: str,
         script: Script,
         func: Callable[[Database], Any],
-        record: Callable[[float], None],
     ) -> StepResult:
         self.progress.on_start(action, script)
         logger.info(
@@ -178,18 +208,14 @@ class Executor:
         started = time.perf_counter()
         try:
             if script.atomic:
-                duration = self._atomic_with_retries(action, script, func, record, capture, db)
+                duration = self._atomic_with_retries(action, script, func, capture, db)
             else:
-                with (
-                    self._session_timeouts(),
-                    self.connection.execute_wrapper(capture),
-                    self._watch(capture),
-                ):
+                self._prepare_session(atomic=False)
+                with self.connection.execute_wrapper(capture), self._watch(capture):
                     func(db)
                 duration = _ms_since(started)
                 with transaction.atomic(using=self.alias):
-                    record(duration)
-                    self._audit_success(action, script, duration, capture)
+                    self._record_success(action, script, duration, capture)
         except BaseException as exc:
             duration = _ms_since(started)
             error = self._explain(exc, capture)
@@ -230,7 +256,6 @@ class Executor:
         action: str,
         script: Script,
         func: Callable[[Database], Any],
-        record: Callable[[float], None],
         capture: _Capture,
         db: Database,
     ) -> float:
@@ -240,14 +265,19 @@ class Executor:
             capture.restart()
             started = time.perf_counter()
             try:
-                with self._foreign_keys_off(), transaction.atomic(using=self.alias):
-                    self._set_timeouts(local=True)
-                    with self.connection.execute_wrapper(capture), self._watch(capture):
+                local = self._prepare_session(atomic=True)
+                with transaction.atomic(using=self.alias):
+                    if local:
+                        self._set_timeouts(local=True)
+                    with (
+                        self._tracking(),
+                        self.connection.execute_wrapper(capture),
+                        self._watch(capture),
+                    ):
                         func(db)
-                    self._check_foreign_keys(script)
+                    self._check_foreign_keys()
                     duration = _ms_since(started)
-                    record(duration)
-                    self._audit_success(action, script, duration, capture)
+                    self._record_success(action, script, duration, capture)
                 return duration
             except DatabaseError as exc:
                 retries = int(capture.details.get("lock_retries", 0))
@@ -266,10 +296,12 @@ class Executor:
     @contextlib.contextmanager
     def _watch(self, capture: _Capture) -> Iterator[None]:
         """While a PostgreSQL step runs with a lock timeout, note who blocks it."""
-        if self.connection.vendor != "postgresql" or not self.timeouts.lock_timeout:
+        if not self._postgresql or not self.timeouts.lock_timeout:
             yield
             return
-        watch = timeouts.BlockerWatch(self.connection, self.timeouts.lock_timeout)
+        if self._watcher is None:
+            self._watcher = timeouts.BlockerWatch(self.connection, self.timeouts.lock_timeout)
+        watch = self._watcher
         try:
             with watch.watching():
                 yield
@@ -325,24 +357,37 @@ class Executor:
                 "%s failed after %.1f ms: %s", label, result.duration_ms, result.error, extra=extra
             )
 
-    def _audit_success(
+    def _record_success(
         self, action: str, script: Script, duration: float, capture: _Capture
     ) -> None:
-        history.audit(
-            self.alias,
-            action,
-            history.SUCCESS,
-            version=script.version,
-            name=script.name,
-            duration_ms=duration,
-            statements=capture.statements,
-            details={
+        """The step's history change and its audit event, in the step's transaction."""
+        if self._writer is None:
+            self._writer = history.Writer(self.alias)
+        event = {
+            "action": action,
+            "outcome": history.SUCCESS,
+            "version": script.version,
+            "name": script.name,
+            "duration_ms": duration,
+            "statements": capture.statements,
+            "details": {
                 "atomic": script.atomic,
                 "checksum": script.checksum,
                 "statement_count": capture.count,
                 **capture.details,
             },
-        )
+        }
+        if action == "apply":
+            applied = {
+                "version": script.version,
+                "name": script.name,
+                "description": script.description,
+                "checksum": script.checksum,
+                "duration_ms": duration,
+            }
+            self._writer.step_done(applied=applied, event=event)
+        else:
+            self._writer.step_done(removed=script.version, event=event)
 
     def _record_failure(
         self, action: str, script: Script, exc: BaseException, duration: float, capture: _Capture
@@ -401,31 +446,54 @@ class Executor:
         return "; the failure could not be written to the audit log: the database is unreachable"
 
     # -- vendor details ----------------------------------------------------------------
+    def _prepare_session(self, atomic: bool) -> bool:
+        """Put the session as the next step needs it, changing only what differs.
+
+        SQLite: foreign keys off for an atomic step (``PRAGMA foreign_keys`` is ignored
+        inside a transaction, so it is set before ``BEGIN``), on for a non-atomic one.
+        PostgreSQL: the step timeouts, set once on the session.  A new connection (after
+        a lost one) starts from the defaults again.  Inside a caller's own transaction
+        nothing sticks: returns True when the timeouts must be set per step (``LOCAL``).
+        """
+        self.connection.ensure_connection()
+        if self.connection.in_atomic_block:
+            return self._postgresql
+        raw = self.connection.connection
+        if raw is not self._session:
+            self._session, self._fk_off, self._journal = raw, False, ""
+            if self._postgresql:
+                self._set_timeouts(local=False)
+            else:
+                self._truncate_journal()
+        if self._sqlite and self._fk_off != atomic:
+            with self.connection.cursor() as cursor:
+                cursor.execute(f"PRAGMA foreign_keys = {'OFF' if atomic else 'ON'}")
+            self._fk_off = atomic
+        return False
+
+    def _truncate_journal(self) -> None:
+        """SQLite's default rollback journal is deleted at every commit (an unlink and a
+        directory sync per step); ``TRUNCATE`` empties it instead, as durable and
+        cheaper.  It is this connection's setting only, and ``close()`` puts it back."""
+        with self.connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode")
+            mode = str(cursor.fetchone()[0]).lower()
+            if mode == "delete":
+                cursor.execute("PRAGMA journal_mode = TRUNCATE")
+                self._journal = "DELETE"
+
     @contextlib.contextmanager
-    def _foreign_keys_off(self) -> Iterator[None]:
-        if self.connection.vendor != "sqlite":
+    def _tracking(self) -> Iterator[None]:
+        if self._guard is None or not self._fk_off:
             yield
             return
-        if self._fk_baseline is None:
-            self._fk_baseline = self._fk_violations()
-        with self.connection.cursor() as cursor:
-            cursor.execute("PRAGMA foreign_keys = OFF")
-        try:
+        with self._guard.tracking():
             yield
-        finally:
-            with contextlib.suppress(DatabaseError), self.connection.cursor() as cursor:
-                cursor.execute("PRAGMA foreign_keys = ON")
 
-    def _fk_violations(self) -> Counter[tuple[str, str]]:
-        with self.connection.cursor() as cursor:
-            cursor.execute("PRAGMA foreign_key_check")
-            return Counter((row[0], row[2]) for row in cursor.fetchall())
-
-    def _check_foreign_keys(self, script: Script) -> None:
-        if self.connection.vendor != "sqlite":
+    def _check_foreign_keys(self) -> None:
+        if self._guard is None or not self._fk_off:
             return
-        now = self._fk_violations()
-        new = now - (self._fk_baseline or Counter())
+        new = self._guard.new_violations()
         if new:
             (table, parent), count = next(iter(new.items()))
             raise DatabaseError(
@@ -434,21 +502,11 @@ class Executor:
             )
 
     def _set_timeouts(self, local: bool) -> None:
-        if self.connection.vendor != "postgresql":
+        if not self._postgresql:
             return
         with self.connection.cursor() as cursor:
             for statement in self.timeouts.statements(local):
                 cursor.execute(statement)
-
-    @contextlib.contextmanager
-    def _session_timeouts(self) -> Iterator[None]:
-        self._set_timeouts(local=False)
-        try:
-            yield
-        finally:
-            if self.connection.vendor == "postgresql":
-                with contextlib.suppress(DatabaseError), self.connection.cursor() as cursor:
-                    cursor.execute("RESET lock_timeout; RESET statement_timeout")
 
 
 def _ms_since(started: float) -> float:

@@ -97,18 +97,41 @@ def parse_file_name(path: Path) -> tuple[Version, str]:
     return version, match.group("name")
 
 
+class _Shown:
+    """``shown(path)``, worked out only if an error message is printed (it costs a
+    ``getcwd`` and a ``relpath``, per file, on every load otherwise)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __str__(self) -> str:
+        return shown(self.path)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+# (path, checksum) -> Script: a process that loads the scripts twice (plan, then again
+# under the lock) compiles and runs each file once; an edited file has a new checksum.
+_LOADED: dict[tuple[str, str], Script] = {}
+
+
 def load_script(path: Path) -> Script:
     """Load one file into a ``Script``; raise ``ScriptError`` naming the file."""
     file_version, file_name = parse_file_name(path)
     data = path.read_bytes()
-    where = shown(path)
+    digest = checksum(data)
+    cached = _LOADED.get((str(path), digest))
+    if cached is not None:
+        return cached
+    where = _Shown(path)
     try:
         code = compile(data, str(path), "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise ScriptError(
             f"{where}, line {exc.lineno}: syntax error: {exc.msg} (fix the script; nothing was run)"
         ) from None
-    module = types.ModuleType(f"tbmigrate_scripts.s_{checksum(data)[:16]}")
+    module = types.ModuleType(f"tbmigrate_scripts.s_{digest[:16]}")
     module.__file__ = str(path)
     sys.modules[module.__name__] = module
     try:
@@ -119,13 +142,15 @@ def load_script(path: Path) -> Script:
             f"{where}: importing it raised {exc.__class__.__name__}: {exc} "
             "(fix the script; scripts receive `db` and should not import application code)"
         ) from None
-    return _script_from_module(module, path, file_version, file_name, checksum(data))
+    script = _script_from_module(module, path, file_version, file_name, digest)
+    _LOADED[(str(path), digest)] = script
+    return script
 
 
 def _script_from_module(
     module: types.ModuleType, path: Path, file_version: Version, file_name: str, digest: str
 ) -> Script:
-    where = shown(path)
+    where = _Shown(path)
     attrs = module.__dict__
     if "version" not in attrs:
         raise ScriptError(f'{where}: defines no `version` (add version = "{file_version}")')

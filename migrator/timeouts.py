@@ -2,17 +2,17 @@
 
 A migration that needs ``ACCESS EXCLUSIVE`` on a busy trading table must not queue
 behind a long transaction: while it waits, every query on that table waits behind
-*it*.  So each step runs with ``lock_timeout`` (and optionally ``statement_timeout``)
-set for its transaction only (``SET LOCAL``); when the lock wait times out the whole
-step transaction is retried a few times after a pause, as strong_migrations'
+*it*.  So the steps run with ``lock_timeout`` (and optionally ``statement_timeout``)
+set on the migrating session, once per run and reset after it; when the lock wait
+times out the whole step transaction is retried a few times after a pause, as strong_migrations'
 ``lock_timeout_retries`` does, and then the step fails naming the session that
 blocked it.
 
 PostgreSQL cancels the waiting statement when ``lock_timeout`` fires, and by then
 ``pg_blocking_pids`` of our session is empty.  So a ``BlockerWatch`` looks while the
-step is still waiting: a small thread, on a connection of its own, that starts only
-once a step has run for half the lock timeout (short steps never open it) and then
-polls ``pg_blocking_pids`` of the migrating session.
+step is still waiting: one small thread per run, on a connection of its own that it
+opens only once a step has run for half the lock timeout (short steps never open it),
+then polls ``pg_blocking_pids`` of the migrating session.
 
 SQLite has one writer at a time and no such settings; these options do nothing there.
 """
@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,15 +143,26 @@ _BLOCKERS_SQL = """
 """
 
 
-@dataclass
 class BlockerWatch:
-    """Remember who blocks ``connection``'s session while a step waits for a lock."""
+    """Remember who blocks ``connection``'s session while a step waits for a lock.
 
-    connection: Any
-    lock_timeout: float
-    blockers: list[dict[str, Any]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    One thread serves every step of a run (starting a thread per step cost more than
+    a short step itself).  ``watching()`` marks a step's start and end; the thread
+    sleeps until a step has run for half the lock timeout, then opens its own
+    connection (kept for later steps) and polls until that step ends.  ``blockers``
+    holds what was seen during the last step.
+    """
+
+    def __init__(self, connection: Any, lock_timeout: float) -> None:
+        self.connection = connection
+        self.lock_timeout = lock_timeout
+        self.blockers: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._step = 0  # id of the running step; 0 when none runs
+        self._pid: int | None = None
+        self._since = 0.0
+        self._closed = False
+        self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
@@ -159,43 +171,92 @@ class BlockerWatch:
         if backend_pid is None:
             yield
             return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(backend_pid,), name="tbmigrate-blocker-watch", daemon=True
-        )
-        self._thread.start()
+        with self._cond:
+            self.blockers = []
+            self._step += 1
+            self._active = self._step
+            self._pid, self._since = backend_pid, time.monotonic()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tbmigrate-blocker-watch", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
         try:
             yield
         finally:
-            self._stop.set()
+            with self._cond:
+                self._active = 0
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
             self._thread.join(timeout=5)
+            self._thread = None
 
-    def _run(self, backend_pid: int) -> None:
-        # Short steps finish before this wait ends and never open a connection.
-        if self._stop.wait(max(self.lock_timeout / 2, 0.05)):
-            return
+    _active = 0
+
+    def _wait_until_blocked(self) -> tuple[int, int] | None:
+        """Block until a step has run for half the lock timeout: (step, pid), or None
+        when closed."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if not self._active:
+                    self._cond.wait()
+                    continue
+                step = self._active
+                due = self._since + max(self.lock_timeout / 2, 0.05) - time.monotonic()
+                if due <= 0:
+                    return step, int(self._pid or 0)
+                self._cond.wait(due)
+
+    def _still(self, step: int) -> bool:
+        with self._cond:
+            return not self._closed and self._active == step
+
+    def _run(self) -> None:
         interval = min(max(self.lock_timeout / 5, 0.02), 0.2)
+        watch = None
         try:
-            import psycopg
-            from psycopg.conninfo import make_conninfo
-
-            params = self.connection.get_connection_params()
-            libpq = {
-                key: value
-                for key, value in params.items()
-                if isinstance(value, str | int) and key != "prepare_threshold"
-            }
-            libpq["application_name"] = f"tbmigrate blocker watch of {backend_pid}"[:63]
-            libpq["connect_timeout"] = 5
-            conninfo = make_conninfo("", **libpq)
-            with psycopg.connect(conninfo, autocommit=True) as watch:
-                while not self._stop.is_set():
-                    found = watch.execute(_BLOCKERS_SQL, [backend_pid]).fetchall()
-                    if found:
-                        self.blockers = [_blocker(row) for row in found]
-                    self._stop.wait(interval)
+            while (found := self._wait_until_blocked()) is not None:
+                step, backend_pid = found
+                if watch is None:
+                    watch = self._connect(backend_pid)
+                while self._still(step):
+                    rows = watch.execute(_BLOCKERS_SQL, [backend_pid]).fetchall()
+                    with self._cond:
+                        if rows and self._active == step:
+                            self.blockers = [_blocker(row) for row in rows]
+                        self._cond.wait(interval)
+                # Wait for this step to end before looking at the next one.
+                with self._cond:
+                    while self._active == step and not self._closed:
+                        self._cond.wait()
         except Exception as exc:  # the watch is a diagnosis aid: never fail a step for it
             logger.info("cannot watch for blocking sessions: %s", redact.scrub(str(exc)))
+        finally:
+            if watch is not None:
+                with contextlib.suppress(Exception):
+                    watch.close()
+
+    def _connect(self, backend_pid: int) -> Any:
+        import psycopg
+        from psycopg.conninfo import make_conninfo
+
+        params = self.connection.get_connection_params()
+        libpq = {
+            key: value
+            for key, value in params.items()
+            if isinstance(value, str | int) and key != "prepare_threshold"
+        }
+        libpq["application_name"] = f"tbmigrate blocker watch of {backend_pid}"[:63]
+        libpq["connect_timeout"] = 5
+        return psycopg.connect(make_conninfo("", **libpq), autocommit=True)
 
 
 def _blocker(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -127,57 +127,62 @@ def _walk(
         residue.update(d.identity for d in new)
         return new
 
-    for index in range(len(scripts) - 1, -1, -1):
-        script = scripts[index]
-        if script.down is None:
-            return index, found, clean  # listed as irreversible; continue below it
-        try:
-            executor.revert(script)
-        except MigrationFailed as exc:
-            found.append((f"{script.label}: down fails: {_cause(exc)}", {"script": script.label}))
-            return index, found, clean
-        after_down = differences(index)
-        if after_down:
-            found.append(
-                (
-                    f"{script.label}: down does not restore the schema: "
-                    + "; ".join(_phrase(d) for d in after_down),
-                    {"script": script.label, "differences": [d.as_dict() for d in after_down]},
+    try:
+        for index in range(len(scripts) - 1, -1, -1):
+            script = scripts[index]
+            if script.down is None:
+                return index, found, clean  # listed as irreversible; continue below it
+            try:
+                executor.revert(script)
+            except MigrationFailed as exc:
+                found.append(
+                    (f"{script.label}: down fails: {_cause(exc)}", {"script": script.label})
                 )
-            )
-        try:
-            executor.apply(script)
-        except MigrationFailed as exc:
-            found.append(
-                (
-                    f"{script.label}: up fails after its down: {_cause(exc)}"
-                    + (" (left behind by the down above)" if after_down else ""),
-                    {"script": script.label},
+                return index, found, clean
+            after_down = differences(index)
+            if after_down:
+                found.append(
+                    (
+                        f"{script.label}: down does not restore the schema: "
+                        + "; ".join(_phrase(d) for d in after_down),
+                        {"script": script.label, "differences": [d.as_dict() for d in after_down]},
+                    )
                 )
-            )
-            continue  # the database is as the down left it: go on with the next one down
-        after_up = differences(index + 1)
-        if after_up:
-            found.append(
-                (
-                    f"{script.label}: up after down gives a different schema: "
-                    + "; ".join(_phrase(d) for d in after_up),
-                    {"script": script.label, "differences": [d.as_dict() for d in after_up]},
+            try:
+                executor.apply(script)
+            except MigrationFailed as exc:
+                found.append(
+                    (
+                        f"{script.label}: up fails after its down: {_cause(exc)}"
+                        + (" (left behind by the down above)" if after_down else ""),
+                        {"script": script.label},
+                    )
                 )
-            )
-        try:
-            executor.revert(script)
-        except MigrationFailed as exc:
-            found.append(
-                (
-                    f"{script.label}: down fails the second time: {_cause(exc)}",
-                    {"script": script.label},
+                continue  # the database is as the down left it: go on with the next one down
+            after_up = differences(index + 1)
+            if after_up:
+                found.append(
+                    (
+                        f"{script.label}: up after down gives a different schema: "
+                        + "; ".join(_phrase(d) for d in after_up),
+                        {"script": script.label, "differences": [d.as_dict() for d in after_up]},
+                    )
                 )
-            )
-            return index, found, clean
-        if not after_down and not after_up:
-            clean.append(script.label)
-    return 0, found, clean
+            try:
+                executor.revert(script)
+            except MigrationFailed as exc:
+                found.append(
+                    (
+                        f"{script.label}: down fails the second time: {_cause(exc)}",
+                        {"script": script.label},
+                    )
+                )
+                return index, found, clean
+            if not after_down and not after_up:
+                clean.append(script.label)
+        return 0, found, clean
+    finally:
+        executor.close()  # foreign keys back on, timeouts reset
 
 
 def _phrase(d: Difference) -> str:

@@ -128,9 +128,9 @@ def replay(alias: str, to_apply: Sequence[Script]) -> list[tuple[str, Schema]]:
     """
     history.ensure_schema(alias)
     connection = connections[alias]
-    executor = Executor(alias)
     snapshots = [("the empty database", introspect(connection))]
-    for script in to_apply:
-        executor.apply(script)
-        snapshots.append((script.label, introspect(connection)))
+    with Executor(alias) as executor:
+        for script in to_apply:
+            executor.apply(script)
+            snapshots.append((script.label, introspect(connection)))
     return snapshots
