@@ -28,7 +28,7 @@ from django.db import DatabaseError, connections, transaction
 from migrator import conf, redact
 from migrator.database import Database
 from migrator.validation.common import is_lock_timeout, one_line
-from migrator.validation.introspect import Schema, column_names, ignored_tables, introspect
+from migrator.validation.introspect import Schema, ignored_tables, introspect, table_columns
 
 Step = tuple[str, Callable[[Database], Any]]  # (label, up or down)
 
@@ -48,12 +48,17 @@ class DryRun:
     before: Schema | None = None
     after: Schema | None = None
     inspected: Any = None
-    trail: list[tuple[str, dict[str, set[str]]]] = field(default_factory=list)  # see track
+    # (step, {table it named: its columns after the step, None if gone}), see ``track``
+    trail: list[tuple[str, dict[str, set[str] | None]]] = field(default_factory=list)
+    words: set[str] = field(default_factory=set)  # every word of every statement, lower case
 
     def dropped_by(self, table: str, column: str | None = None) -> str | None:
         """The step after which ``table`` (or ``table.column``) was gone (needs ``track``)."""
-        for label, columns in self.trail:
-            if table not in columns or (column is not None and column not in columns[table]):
+        for label, changed in self.trail:
+            if table not in changed:
+                continue
+            columns = changed[table]
+            if columns is None or (column is not None and column not in columns):
                 return label
         return None
 
@@ -68,14 +73,27 @@ class DryRun:
         return sorted((set(self.locks) | self.named) & existing)
 
 
+_WORD = re.compile(r"[A-Za-z_][\w$]*")
+_QUOTED = re.compile(r'"((?:[^"]|"")+)"|`([^`]+)`|\[([^\]]+)\]')
+
+
 class _Capture:
+    """Keeps the first statements, and the words of all of them: the tables a step
+    names are found among its words (a set lookup per table, however long the SQL)."""
+
     def __init__(self, result: DryRun, limit: int) -> None:
         self.result = result
         self.limit = limit
         self.step = ""
+        self.step_words: set[str] = set()
 
     def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
         self.result.statement_count += 1
+        text = str(sql)
+        self.step_words.update(word.lower() for word in _WORD.findall(text))
+        if '"' in text or "`" in text or "[" in text:
+            for groups in _QUOTED.findall(text):
+                self.step_words.update(g.replace('""', '"').lower() for g in groups if g)
         if len(self.result.statements) < self.limit:
             entry: dict[str, Any] = {"step": self.step, "sql": redact.scrub(str(sql))}
             if params and not many:
@@ -94,36 +112,44 @@ def dry_run(
     inspect: Callable[[Any, DryRun], Any] | None = None,
     lock_timeout: float | None = None,
     names_only: bool = False,
+    columns_only: bool = False,
     track: bool = False,
 ) -> DryRun:
     """Run ``steps`` in order in one transaction, then roll it back; never raises for a step.
 
     ``names_only``: compare table names only before and after (enough to say what the
     steps create, and it reads no table, so a locked table is met only by the steps).
-    ``track``: note the tables and columns after each step, to tell which step dropped
-    what (``DryRun.dropped_by``).
+    ``columns_only``: tables and columns only (see ``introspect``).
+    ``track``: after each step, note the columns of the tables it named, to tell which
+    step dropped what (``DryRun.dropped_by``).
     """
     connection = connections[alias]
     result = DryRun()
     capture = _Capture(result, int(conf.get("MAX_STATEMENTS_KEPT")))
     try:
-        result.before = introspect(connection, names_only=names_only)
+        result.before = introspect(connection, names_only=names_only, columns_only=columns_only)
+        known = {table.lower(): table for table in result.before.tables}
         with _foreign_keys_off(connection), transaction.atomic(using=alias):
             try:
                 baseline = _fk_violations(connection)
                 _set_lock_timeout(connection, lock_timeout)
                 for label, func in steps:
                     result.failed_step = capture.step = label
+                    capture.step_words = set()
                     with connection.execute_wrapper(capture):
                         func(Database(connection))
                     result.completed.append(label)
+                    result.words |= capture.step_words
                     if track:
-                        result.trail.append((label, column_names(connection)))
+                        named = [known[w] for w in capture.step_words if w in known]
+                        result.trail.append((label, table_columns(connection, named)))
                 result.failed_step = None
                 _check_foreign_keys(connection, baseline)
                 result.locks = _own_locks(connection)
-                result.named = _named_tables(result.statements, result.before.tables)
-                result.after = introspect(connection, names_only=names_only)
+                result.named = _named_tables(result.words, result.before.tables)
+                result.after = introspect(
+                    connection, names_only=names_only, columns_only=columns_only
+                )
                 if inspect is not None:
                     result.inspected = inspect(connection, result)
             finally:
@@ -132,7 +158,7 @@ def dry_run(
         result.error = one_line(exc)
         result.lock_timeout = is_lock_timeout(exc)
     if result.before is not None:
-        result.named = _named_tables(result.statements, result.before.tables)
+        result.named = _named_tables(result.words | capture.step_words, result.before.tables)
     return result
 
 
@@ -233,7 +259,6 @@ def _rank(mode: str) -> int:
     return LOCK_MODES.index(mode) if mode in LOCK_MODES else -1
 
 
-def _named_tables(statements: Sequence[dict[str, Any]], tables: set[str]) -> set[str]:
+def _named_tables(words: set[str], tables: set[str]) -> set[str]:
     """Existing tables whose names appear in the statements (as words, quoted or not)."""
-    text = "\n".join(s["sql"] for s in statements)
-    return {t for t in tables if re.search(rf'(?<![\w$])"?{re.escape(t)}"?(?![\w$])', text, re.I)}
+    return {t for t in tables if t.lower() in words}

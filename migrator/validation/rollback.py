@@ -150,6 +150,7 @@ def data_loss(alias: str, steps: list[MigrationState]) -> list[CheckResult]:
         alias,
         [(s.label, s.script.down) for s in runnable],  # type: ignore[union-attr, misc]
         inspect=_row_counts,
+        columns_only=True,
         track=True,
     )
     if run.lock_timeout:
