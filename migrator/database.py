@@ -154,6 +154,101 @@ class Database:
             return
         _SqliteRebuild(self, table).drop_column(column)
 
+    # -- data at scale -----------------------------------------------------------------
+    def batched_update(
+        self,
+        table: str,
+        set_sql: str,
+        where: str = "",
+        params: Sequence[Any] = (),
+        *,
+        key: str = "id",
+        batch_size: int = 10_000,
+        pause: float = 0.0,
+        progress: bool | None = None,
+    ) -> int:
+        """``UPDATE table SET <set_sql> [WHERE <where>]`` in batches of ``batch_size`` rows
+        walked along ``key`` (the primary key, or any unique indexed column); return the
+        number of rows updated.
+
+        In a script with ``atomic = False`` every batch commits on its own, so the
+        table's rows are locked a batch at a time and trading traffic waits at most
+        one batch (``pause`` seconds between batches give it more room).  Make
+        ``where`` false for rows already done (``"amount_cents IS NULL"``): a run
+        stopped half way then resumes where it stopped.  ``params`` fill the ``%s`` of
+        ``set_sql`` and then of ``where``.  On a terminal a tqdm progress bar shows the
+        rows done (``progress=False`` hides it).  In an atomic script the batches share
+        the step's transaction, which then holds every row's lock until the end.
+        """
+        if batch_size < 1:
+            raise ValueError("batched_update: batch_size must be at least 1")
+        q_table, q_key = self.quote(table), self.quote(key)
+        condition = f" AND ({where})" if where else ""
+        set_params = list(params)[: set_sql.count("%s")]
+        where_params = list(params)[len(set_params) :]
+        bar = self._progress_bar(table, q_table, where, where_params, progress)
+        upper_sql = (
+            f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
+            f"WHERE {q_key} > %s{condition} ORDER BY {q_key} LIMIT %s) AS batch"
+        )
+        first_sql = (
+            f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
+            f"WHERE 1 = 1{condition} ORDER BY {q_key} LIMIT %s) AS batch"
+        )
+        update_sql = (
+            f"UPDATE {q_table} SET {set_sql} WHERE {q_key} > %s AND {q_key} <= %s{condition}"
+        )
+        first_update = f"UPDATE {q_table} SET {set_sql} WHERE {q_key} <= %s{condition}"
+        done, last = 0, None
+        try:
+            while True:
+                if last is None:
+                    upper = self.scalar(first_sql, [*where_params, batch_size])
+                else:
+                    upper = self.scalar(upper_sql, [last, *where_params, batch_size])
+                if upper is None:
+                    return done
+                if last is None:
+                    args = [*set_params, upper, *where_params]
+                    cursor = self.execute(first_update, args)
+                else:
+                    cursor = self.execute(update_sql, [*set_params, last, upper, *where_params])
+                count = max(cursor.rowcount, 0)
+                cursor.close()
+                done += count
+                last = upper
+                if bar is not None:
+                    bar.update(count)
+                if pause:
+                    import time
+
+                    time.sleep(pause)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _progress_bar(
+        self,
+        table: str,
+        q_table: str,
+        where: str,
+        where_params: list[Any],
+        progress: bool | None,
+    ) -> Any:
+        import sys
+
+        if progress is None:
+            progress = sys.stderr.isatty()
+        if not progress:
+            return None
+        from tqdm import tqdm
+
+        total = self.scalar(
+            f"SELECT COUNT(*) FROM {q_table}" + (f" WHERE {where}" if where else ""),
+            where_params,
+        )
+        return tqdm(total=total, unit="rows", desc=f"  {table}", leave=False, file=sys.stderr)
+
 
 class _SqliteRebuild:
     """Rebuild one SQLite table without a column, keeping everything else."""
