@@ -117,10 +117,15 @@ def find_version(all_states: Sequence[MigrationState], text: str, what: str) -> 
     except ValueError as exc:
         raise UsageError(f"{what}: {exc}") from None
     if not any(s.version == version for s in all_states):
-        known = ", ".join(str(s.version) for s in all_states[-5:]) or "none"
+        known = [str(s.version) for s in all_states]
+        hint = (
+            "there are no migrations yet"
+            if not known
+            else f"known: {known[0]}"
+            + (f" to {known[-1]}, {len(known)} in all" if len(known) > 1 else "")
+        )
         raise UsageError(
-            f"{what}: there is no migration {version} (newest known: {known}); "
-            "see `tbmigrate status`"
+            f"{what}: there is no migration {version} ({hint}); see `tbmigrate status`"
         )
     return version
 

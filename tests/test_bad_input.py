@@ -326,7 +326,7 @@ def test_a_bad_to(applied):
     target, scripts = applied
     before = snapshot(target)
     for value, expected in (
-        ("7.0.0", "--to: there is no migration 7.0.0 (newest known: 1.0.0, 1.0.1)"),
+        ("7.0.0", "--to: there is no migration 7.0.0 (known: 1.0.0 to 1.0.1, 2 in all)"),
         ("seven", "--to: 'seven' is not a semantic version"),
         ("", "--to: '' is not a semantic version"),
     ):
