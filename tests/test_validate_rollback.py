@@ -63,6 +63,18 @@ def test_empty_tables_pass_the_preview(fills):
     assert "PASS  guard.active_trading_sessions: no trading_sessions table" in result.out
 
 
+def test_a_preview_of_many_drops_names_the_first_twenty_in_its_line(target, scripts_dir):
+    for n in range(25):
+        table_script(scripts_dir, f"1.0.{n}", f"t{n:02d}")
+    assert tbmigrate("run", database=target).code == 0
+    result = tbmigrate("validate", "rollback", "1.0.0", "--json", database=target)
+    assert result.code == 0, result.err
+    (check,) = [c for c in json.loads(result.out)["checks"] if c["name"] == "data_loss"]
+    assert "table t19, and 5 more (all in the audit event): no rows lost" in check["message"]
+    assert "table t20" not in check["message"]
+    assert len(check["details"]["dropped_tables"]) == 25
+
+
 def test_dropped_column_values_and_deleted_rows_are_counted(fills, scripts_dir):
     write_script(
         scripts_dir,

@@ -125,6 +125,9 @@ def rollback_checks(alias: str, steps: list[MigrationState]) -> list[CheckResult
 
 
 # -- data-loss preview -----------------------------------------------------------------
+SHOWN_DROPS = 20  # objects a passing preview names in its one line; the details hold all
+
+
 def data_loss(alias: str, steps: list[MigrationState]) -> list[CheckResult]:
     runnable: list[MigrationState] = []
     stop_reason = ""
@@ -259,7 +262,10 @@ def data_loss(alias: str, steps: list[MigrationState]) -> list[CheckResult]:
             for item in lost
             if "column" in item
         ]
-        what = ("drops " + ", ".join(dropped)) if dropped else "drops nothing"
+        shown = dropped[:SHOWN_DROPS]
+        if len(dropped) > len(shown):
+            shown.append(f"and {len(dropped) - len(shown)} more (all in the audit event)")
+        what = ("drops " + ", ".join(shown)) if dropped else "drops nothing"
         results.append(
             passed(
                 "data_loss",
