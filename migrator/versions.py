@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import total_ordering
 
 _VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 VERSION_PATTERN = r"\d+\.\d+\.\d+"
 KEY_WIDTH = 10
 
 
-@total_ordering
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Version:
+    """Ordered by (major, minor, patch) as numbers: the generated comparisons are
+    dataclass field tuples, the cheapest order Python offers (sorting 10,000 scripts
+    compares versions some 300,000 times)."""
+
     major: int
     minor: int
     patch: int
@@ -35,11 +37,6 @@ class Version:
 
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}.{self.patch}"
-
-    def __lt__(self, other: object) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self.as_tuple() < other.as_tuple()
 
     def as_tuple(self) -> tuple[int, int, int]:
         return (self.major, self.minor, self.patch)
