@@ -12,7 +12,9 @@ checksum always describes the code that was executed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import marshal
 import os
 import re
 import sys
@@ -116,6 +118,49 @@ class _Shown:
 _LOADED: dict[tuple[str, str], Script] = {}
 
 
+def _compiled(data: bytes, path: Path) -> types.CodeType:
+    """``compile(data)``, cached as Python caches imports, in ``__pycache__`` beside the
+    script: keyed by the SHA-256 of these very bytes and the interpreter's cache tag, so
+    a cached code object always belongs to exactly the bytes that were hashed (an edit,
+    even of line endings, is a new key).  A missing, unreadable or foreign entry is
+    compiled again; a folder that cannot be written is simply not cached."""
+    key = hashlib.sha256(data).hexdigest()[:32]
+    folder = path.parent / "__pycache__"
+    cache = folder / f"{path.stem}.{key}.tbmigrate-{sys.implementation.cache_tag}"
+    with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+        code = marshal.loads(cache.read_bytes())
+        if isinstance(code, types.CodeType) and code.co_filename == str(path):
+            return code
+    code = compile(data, str(path), "exec", dont_inherit=True)
+    with contextlib.suppress(OSError):
+        folder.mkdir(exist_ok=True)
+        entries = _cache_entries(folder)
+        for old in entries.pop(path.stem, []):
+            (folder / old).unlink(missing_ok=True)  # entries of earlier versions of the file
+        temporary = folder / f".{cache.name}.{os.getpid()}"
+        temporary.write_bytes(marshal.dumps(code))
+        os.replace(temporary, cache)
+        entries[path.stem] = [cache.name]
+    return code
+
+
+_CACHE_LISTINGS: dict[Path, dict[str, list[str]]] = {}
+
+
+def _cache_entries(folder: Path) -> dict[str, list[str]]:
+    """Script stem -> its cache entries in ``folder``, listed once per process (a listing
+    per compiled file would make a first run of 10,000 scripts quadratic)."""
+    if folder not in _CACHE_LISTINGS:
+        found: dict[str, list[str]] = {}
+        for name in os.listdir(folder):
+            if ".tbmigrate-" in name and not name.startswith("."):
+                # "<stem>.<key>.tbmigrate-<tag>": the stem itself holds dots (1.0.3)
+                stem = name.rsplit(".tbmigrate-", 1)[0].rsplit(".", 1)[0]
+                found.setdefault(stem, []).append(name)
+        _CACHE_LISTINGS[folder] = found
+    return _CACHE_LISTINGS[folder]
+
+
 def load_script(path: Path) -> Script:
     """Load one file into a ``Script``; raise ``ScriptError`` naming the file."""
     file_version, file_name = parse_file_name(path)
@@ -126,7 +171,7 @@ def load_script(path: Path) -> Script:
         return cached
     where = _Shown(path)
     try:
-        code = compile(data, str(path), "exec", dont_inherit=True)
+        code = _compiled(data, path)
     except SyntaxError as exc:
         raise ScriptError(
             f"{where}, line {exc.lineno}: syntax error: {exc.msg} (fix the script; nothing was run)"

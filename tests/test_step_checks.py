@@ -141,3 +141,22 @@ def test_a_script_edited_while_the_process_runs_is_loaded_again(target, scripts_
         assert first.checksum != second.checksum
         system.migrate()
     assert "b" in {t.lower() for t in connections[target.alias].introspection.table_names()}
+
+
+def test_compiled_scripts_are_cached_by_content_and_a_bad_cache_is_ignored(tmp_path):
+    """The __pycache__ entry is keyed by the file's bytes: an edit is never served stale,
+    and a corrupt entry is compiled again."""
+    from migrator import scripts
+
+    path = write_script(tmp_path, "1.0.0", "cached", up="return 'first'")
+    assert scripts.load_script(path).up(None) == "first"
+    (entry,) = (tmp_path / "__pycache__").iterdir()
+    scripts._LOADED.clear()
+    path.write_text(path.read_text().replace("'first'", "'second'"))
+    assert scripts.load_script(path).up(None) == "second"
+    (new_entry,) = (tmp_path / "__pycache__").iterdir()  # the old entry was replaced
+    assert new_entry.name != entry.name
+    new_entry.write_bytes(b"not marshal data")
+    scripts._LOADED.clear()
+    assert scripts.load_script(path).up(None) == "second"
+    assert [s.version for s in scripts.load_scripts(tmp_path)] == [scripts.Version.parse("1.0.0")]
