@@ -2,8 +2,10 @@
 
 Two tools: ``mask_url`` for a URL we are about to show, and ``scrub`` for any other
 text (exception messages, tracebacks, captured SQL) which replaces every password
-tbmigrate knows of.  ``RedactingFilter`` applies ``scrub`` to log records and
-``SafeReporterFilter`` keeps database URLs off Django's error pages.
+tbmigrate knows of.  ``RedactingFilter`` applies ``scrub`` to log records;
+``migrator.error_pages.SafeReporterFilter`` keeps database URLs off Django's error pages
+(apart, because Django's error-page code is heavy to import and every command imports
+this module while the settings load).
 """
 
 from __future__ import annotations
@@ -119,23 +121,3 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = scrub(record.exc_text)
         return True
-
-
-try:
-    from django.views.debug import SafeExceptionReporterFilter
-except Exception:  # pragma: no cover - Django is a hard dependency
-    SafeExceptionReporterFilter = object  # type: ignore[misc,assignment]
-
-
-class SafeReporterFilter(SafeExceptionReporterFilter):  # type: ignore[misc,valid-type]
-    """Django's reporter filter, also hiding *DATABASE_URL values and known passwords."""
-
-    hidden_settings = re.compile(
-        "API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|DATABASE_URL", flags=re.I
-    )
-
-    def get_safe_request_meta(self, request):  # type: ignore[no-untyped-def]
-        meta = super().get_safe_request_meta(request)
-        return {
-            key: scrub(value) if isinstance(value, str) else value for key, value in meta.items()
-        }

@@ -95,3 +95,20 @@ def test_an_unknown_alias_is_bad_usage(tmp_path):
     assert "unknown database alias 'qa'" in result.stderr
     assert "set QA_DATABASE_URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_django_error_pages_hide_database_urls_and_passwords(settings, monkeypatch):
+    """DEFAULT_EXCEPTION_REPORTER_FILTER is ours: a debug page shows no database URL, and a
+    known password in the request's META is masked."""
+    from django.test import RequestFactory
+    from django.views.debug import get_default_exception_reporter_filter
+
+    monkeypatch.setenv("DATABASE_URL", "postgres://bob:hunter2secret@db.example/trading")
+    settings.QA_DATABASE_URL = "postgres://bob:hunter2secret@db.example/qa"
+    get_default_exception_reporter_filter.cache_clear()
+    reporter = get_default_exception_reporter_filter()
+    assert type(reporter).__module__ == "migrator.error_pages"
+    assert "hunter2secret" not in str(reporter.get_safe_settings()["QA_DATABASE_URL"])
+    request = RequestFactory().get("/", HTTP_X_NOTE="postgres://bob:hunter2secret@db/x")
+    meta = reporter.get_safe_request_meta(request)
+    assert "hunter2secret" not in meta["HTTP_X_NOTE"]

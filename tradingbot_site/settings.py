@@ -70,7 +70,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 
 # Error pages must never show a database URL (DEBUG pages list the environment).
-DEFAULT_EXCEPTION_REPORTER_FILTER = "migrator.redact.SafeReporterFilter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "migrator.error_pages.SafeReporterFilter"
 
 # tbmigrate's own settings; every one has a default in migrator/conf.py.
 if os.environ.get("TBMIGRATE_SCRIPTS_DIR"):
