@@ -344,6 +344,66 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}"
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The results as the README's tables: one per N, both databases side by side."""
+    lines = [
+        f"Measured {report['date']} on {report['machine']}; "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+        + "."
+    ]
+    sizes = sorted({int(n) for by_n in report["results"].values() for n in by_n})
+    vendors = list(report["results"])
+    for n in sizes:
+        lines += [
+            "",
+            f"**N = {n:,}** (median of {_runs(report, n)} run(s); ratio to the floor, "
+            "or to tbmigrate's start-up for status; peak memory)",
+            "",
+        ]
+        head = "| command | " + " | ".join(f"{v} s | ratio | MiB" for v in vendors) + " |"
+        lines += [head, "|---|" + "---:|---:|---:|" * len(vendors)]
+        rows: dict[str, dict[str, dict[str, Any]]] = {}
+        for vendor in vendors:
+            for row in report["results"][vendor].get(str(n), []):
+                rows.setdefault(row["command"], {})[vendor] = row
+        for command, by_vendor in rows.items():
+            cells = []
+            for vendor in vendors:
+                row = by_vendor.get(vendor)
+                if row is None:
+                    cells.append("| | ")
+                    continue
+                ratio = f"{row['ratio']:.2f}x" if "ratio" in row else ""
+                if "met" in row:
+                    ratio += " ✓" if row["met"] else " ✗"
+                cells.append(f"{row['median_s']:.3f} | {ratio} | {row['peak_rss_mib']:.0f}")
+            name = f"**{command}**" if command in TARGETS else command
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    growth = report.get("growth_1000_to_10000")
+    if growth:
+        lines += ["", "**Growth from N = 1,000 to 10,000** (time ratio; linear is 10x)", ""]
+        commands = list(next(iter(growth.values())))
+        lines += ["| command | " + " | ".join(growth) + " |", "|---|" + "---:|" * len(growth)]
+        for command in commands:
+            values = " | ".join(f"{growth[v].get(command, 0):.1f}x" for v in growth)
+            lines.append(f"| {command} | {values} |")
+    backfill = report.get("backfill")
+    if backfill:
+        lines += ["", "**Backfill** (rows per second, whole process)", ""]
+        lines += ["| | " + " | ".join(backfill) + " |", "|---|" + "---:|" * len(backfill)]
+        for label in next(iter(backfill.values())):
+            values = " | ".join(
+                f"{backfill[v][label]['rows_per_s']:,} ({backfill[v][label]['seconds']:.1f} s)"
+                for v in backfill
+            )
+            lines.append(f"| {label} | {values} |")
+    return "\n".join(lines)
+
+
+def _runs(report: dict[str, Any], n: int) -> int:
+    return max(row["runs"] for by_n in report["results"].values() for row in by_n.get(str(n), []))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -361,6 +421,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--peers", action="store_true", help="also run the installed peers ('.[bench]')")
     add("--backfill-rows", type=int, default=1_000_000, help="backfill rows (0: skip)")
     add("--json", default=str(BENCH / "results.json"), help="results file (bench/results.json)")
+    add("--markdown", metavar="FILE", help="print the tables of a results file; run nothing")
     return parser.parse_args(argv)
 
 
@@ -421,4 +482,7 @@ def main() -> None:
 ARGS = parse_args([]) if __name__ != "__main__" else None
 if __name__ == "__main__":
     ARGS = parse_args()
-    main()
+    if ARGS.markdown:
+        print(markdown(json.loads(Path(ARGS.markdown).read_text())))
+    else:
+        main()
