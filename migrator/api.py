@@ -398,7 +398,6 @@ class MigrationSystem:
                 else:
                     result.steps.append(executor.apply(script))
         except MigrationFailed as exc:
-            executor.close()
             if isinstance(exc.step, StepResult):
                 result.steps.append(exc.step)
             _audit_quietly(

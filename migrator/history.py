@@ -308,14 +308,6 @@ class _InsertSql:
         return self.sql, values
 
 
-def remove(alias: str, version: Version) -> None:
-    AppliedMigration.objects.using(alias).filter(version=str(version)).delete()
-
-
-def update_checksum(alias: str, version: Version, checksum: str) -> None:
-    AppliedMigration.objects.using(alias).filter(version=str(version)).update(checksum=checksum)
-
-
 def clear_failed(alias: str, version: Version) -> int:
     """Delete the record of a *failed* version (``repair VERSION``); applied rows stay."""
     rows = AppliedMigration.objects.using(alias).filter(version=str(version), status=FAILED)
