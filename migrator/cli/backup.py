@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.api import MigrationSystem
+from migrator.cli.options import add_lock_timeout
 from migrator.cli.render import Output, duration
 from migrator.scripts import shown
 
@@ -20,12 +21,7 @@ def add_arguments(parser: Any) -> None:
         action="store_true",
         help="Print the backup as JSON (migrator/schemas/backup.schema.json).",
     )
-    parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="How long to wait for a running migration to finish (default: LOCK_TIMEOUT).",
-    )
+    add_lock_timeout(parser, "a running migration")
 
 
 def handle(out: Output, options: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Options shared by ``run`` and ``rollback``: PostgreSQL step timeouts and ``--backup``."""
+"""Options shared by several subcommands: the migration lock's wait, PostgreSQL step
+timeouts and ``--backup``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,16 @@ from typing import Any
 
 from migrator.errors import UsageError
 from migrator.timeouts import StepTimeouts
+
+
+def add_lock_timeout(parser: Any, waiting_for: str = "another run") -> None:
+    """``--lock-timeout``: how long to wait for the migration lock."""
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"How long to wait for {waiting_for} to finish (default: setting LOCK_TIMEOUT).",
+    )
 
 
 def add_step_options(parser: Any) -> None:

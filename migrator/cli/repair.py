@@ -6,6 +6,7 @@ from typing import Any
 
 from migrator import conf
 from migrator.api import MigrationSystem
+from migrator.cli.options import add_lock_timeout
 from migrator.cli.render import Output
 
 help = (
@@ -37,12 +38,7 @@ def add_arguments(parser: Any) -> None:
         action="store_true",
         help="Print what was repaired as JSON (migrator/schemas/repair.schema.json).",
     )
-    parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="How long to wait for another run to finish (default: setting LOCK_TIMEOUT).",
-    )
+    add_lock_timeout(parser)
 
 
 def handle(out: Output, options: dict[str, Any]) -> None:

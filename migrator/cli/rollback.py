@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.api import MigrationSystem
-from migrator.cli.options import add_step_options, step_timeouts
+from migrator.cli.options import add_lock_timeout, add_step_options, step_timeouts
 from migrator.cli.render import Output, progress
 from migrator.cli.run import as_json, report_failure, summary
 from migrator.cli.validate import render
@@ -38,12 +38,7 @@ def add_arguments(parser: Any) -> None:
         help="Roll back even when the rollback validation fails (data loss, a guard); audited.",
     )
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
-    parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="How long to wait for another run to finish (default: setting LOCK_TIMEOUT).",
-    )
+    add_lock_timeout(parser)
     add_step_options(parser)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from migrator import conf
 from migrator.api import MigrationSystem
-from migrator.cli.options import add_step_options, step_timeouts
+from migrator.cli.options import add_lock_timeout, add_step_options, step_timeouts
 from migrator.cli.render import Output, duration, progress
 
 help = "Apply pending migrations in version order, each in its own transaction."
@@ -28,12 +28,7 @@ def add_arguments(parser: Any) -> None:
         help="Also apply pending migrations older than the newest applied one.",
     )
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
-    parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="How long to wait for another run to finish (default: setting LOCK_TIMEOUT).",
-    )
+    add_lock_timeout(parser)
     add_step_options(parser)
 
 
