@@ -158,7 +158,8 @@ class BlockerWatch:
         self.lock_timeout = lock_timeout
         self.blockers: list[dict[str, Any]] = []
         self._cond = threading.Condition()
-        self._step = 0  # id of the running step; 0 when none runs
+        self._step = 0  # steps watched so far: the id of the newest
+        self._active = 0  # id of the step running now; 0 between steps
         self._pid: int | None = None
         self._since = 0.0
         self._closed = False
@@ -197,8 +198,6 @@ class BlockerWatch:
             self._thread.join(timeout=5)
             self._thread = None
 
-    _active = 0
-
     def _wait_until_blocked(self) -> tuple[int, int] | None:
         """Block until a step has run for half the lock timeout: (step, pid), or None
         when closed."""
@@ -233,10 +232,6 @@ class BlockerWatch:
                         if rows and self._active == step:
                             self.blockers = [_blocker(row) for row in rows]
                         self._cond.wait(interval)
-                # Wait for this step to end before looking at the next one.
-                with self._cond:
-                    while self._active == step and not self._closed:
-                        self._cond.wait()
         except Exception as exc:  # the watch is a diagnosis aid: never fail a step for it
             logger.info("cannot watch for blocking sessions: %s", redact.scrub(str(exc)))
         finally:
