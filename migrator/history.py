@@ -148,22 +148,30 @@ def record_applied(
     status: str = APPLIED,
     error: str = "",
 ) -> None:
-    who = actor()
+    fields = _applied_fields(actor(), version, name, description, checksum, duration_ms)
+    fields.update(status=status, error=redact.scrub(error))
     AppliedMigration.objects.using(alias).update_or_create(
-        version=str(version),
-        defaults={
-            "sort_key": version.sort_key,
-            "name": name,
-            "description": description,
-            "checksum": checksum,
-            "status": status,
-            "applied_at": timezone.now(),
-            "duration_ms": duration_ms,
-            "applied_by": who.user,
-            "host": who.host,
-            "error": redact.scrub(error),
-        },
+        version=fields.pop("version"), defaults=fields
     )
+
+
+def _applied_fields(
+    who: Actor, version: Version, name: str, description: str, checksum: str, duration_ms: float
+) -> dict[str, Any]:
+    """An ``AppliedMigration`` row of an applied version, as field values."""
+    return {
+        "version": str(version),
+        "sort_key": version.sort_key,
+        "name": name,
+        "description": description,
+        "checksum": checksum,
+        "status": APPLIED,
+        "applied_at": timezone.now(),
+        "duration_ms": duration_ms,
+        "applied_by": who.user,
+        "host": who.host,
+        "error": "",
+    }
 
 
 class Writer:
@@ -236,48 +244,10 @@ class Writer:
         checksum: str,
         duration_ms: float,
     ) -> dict[str, Any]:
-        return {
-            "version": str(version),
-            "sort_key": version.sort_key,
-            "name": name,
-            "description": description,
-            "checksum": checksum,
-            "status": APPLIED,
-            "applied_at": timezone.now(),
-            "duration_ms": duration_ms,
-            "applied_by": self.who.user,
-            "host": self.who.host,
-            "error": "",
-        }
+        return _applied_fields(self.who, version, name, description, checksum, duration_ms)
 
-    def _event_row(
-        self,
-        action: str,
-        outcome: str,
-        *,
-        version: Version | str = "",
-        name: str = "",
-        duration_ms: float | None = None,
-        statements: Sequence[Any] = (),
-        details: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "timestamp": timezone.now(),
-            "action": action,
-            "version": str(version),
-            "name": name,
-            "outcome": outcome,
-            "duration_ms": duration_ms,
-            "error": "",
-            "traceback": "",
-            "statements": _scrub_json(list(statements), self.secrets),
-            "details": _scrub_json(details or {}, self.secrets),
-            "os_user": self.who.user,
-            "host": self.who.host,
-            "pid": self.who.pid,
-            "database": self.database,
-            "tool_version": migrator.__version__,
-        }
+    def _event_row(self, action: str, outcome: str, **event: Any) -> dict[str, Any]:
+        return _event_fields(self.who, self.secrets, self.database, action, outcome, **event)
 
 
 class _InsertSql:
@@ -343,25 +313,56 @@ def audit(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Append one audit event; every text is scrubbed of passwords first."""
-    who = actor()
-    secrets = redact.known_secrets()
-    AuditEvent.objects.using(alias).create(
-        timestamp=timezone.now(),
-        action=action,
-        version=str(version),
+    fields = _event_fields(
+        actor(),
+        list(redact.known_secrets()),
+        targets.describe(alias),
+        action,
+        outcome,
+        version=version,
         name=name,
-        outcome=outcome,
         duration_ms=duration_ms,
-        error=redact.scrub(error, secrets),
-        traceback=redact.scrub(traceback, secrets),
-        statements=_scrub_json(list(statements), secrets),
-        details=_scrub_json(details or {}, secrets),
-        os_user=who.user,
-        host=who.host,
-        pid=who.pid,
-        database=targets.describe(alias),
-        tool_version=migrator.__version__,
+        error=error,
+        traceback=traceback,
+        statements=statements,
+        details=details,
     )
+    AuditEvent.objects.using(alias).create(**fields)
+
+
+def _event_fields(
+    who: Actor,
+    secrets: list[str],
+    database: str,
+    action: str,
+    outcome: str,
+    *,
+    version: Version | str = "",
+    name: str = "",
+    duration_ms: float | None = None,
+    error: str = "",
+    traceback: str = "",
+    statements: Sequence[Any] = (),
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An ``AuditEvent`` row as field values, every text scrubbed of ``secrets``."""
+    return {
+        "timestamp": timezone.now(),
+        "action": action,
+        "version": str(version),
+        "name": name,
+        "outcome": outcome,
+        "duration_ms": duration_ms,
+        "error": redact.scrub(error, secrets),
+        "traceback": redact.scrub(traceback, secrets),
+        "statements": _scrub_json(list(statements), secrets),
+        "details": _scrub_json(details or {}, secrets),
+        "os_user": who.user,
+        "host": who.host,
+        "pid": who.pid,
+        "database": database,
+        "tool_version": migrator.__version__,
+    }
 
 
 def events(alias: str, limit: int | None = None) -> list[dict[str, Any]]:
