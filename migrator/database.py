@@ -187,36 +187,25 @@ class Database:
         set_params = list(params)[: set_sql.count("%s")]
         where_params = list(params)[len(set_params) :]
         bar = self._progress_bar(table, q_table, where, where_params, progress)
-        upper_sql = (
-            f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
-            f"WHERE {q_key} > %s{condition} ORDER BY {q_key} LIMIT %s) AS batch"
-        )
-        first_sql = (
-            f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
-            f"WHERE 1 = 1{condition} ORDER BY {q_key} LIMIT %s) AS batch"
-        )
-        update_sql = (
-            f"UPDATE {q_table} SET {set_sql} WHERE {q_key} > %s AND {q_key} <= %s{condition}"
-        )
-        first_update = f"UPDATE {q_table} SET {set_sql} WHERE {q_key} <= %s{condition}"
-        done, last = 0, None
+        done, after = 0, []  # after: [] for the first batch, else [the last key done]
         try:
             while True:
-                if last is None:
-                    upper = self.scalar(first_sql, [*where_params, batch_size])
-                else:
-                    upper = self.scalar(upper_sql, [last, *where_params, batch_size])
+                above = f"{q_key} > %s AND " if after else ""
+                upper = self.scalar(
+                    f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
+                    f"WHERE {above}1 = 1{condition} ORDER BY {q_key} LIMIT %s) AS batch",
+                    [*after, *where_params, batch_size],
+                )
                 if upper is None:
                     return done
-                if last is None:
-                    args = [*set_params, upper, *where_params]
-                    cursor = self.execute(first_update, args)
-                else:
-                    cursor = self.execute(update_sql, [*set_params, last, upper, *where_params])
+                cursor = self.execute(
+                    f"UPDATE {q_table} SET {set_sql} WHERE {above}{q_key} <= %s{condition}",
+                    [*set_params, *after, upper, *where_params],
+                )
                 count = max(cursor.rowcount, 0)
                 cursor.close()
                 done += count
-                last = upper
+                after = [upper]
                 if bar is not None:
                     bar.update(count)
                 if pause:
