@@ -484,14 +484,13 @@ class AppliedMigrationAdmin(ReadOnlyAdmin):
             # What `run` takes is every pending script in version order (planner.plan_run);
             # when it would refuse, say why, and still list what waits.
             context["plan"] = [_pending_row(s) for s in planner.pending(migrations)]
-            try:
-                planner.plan_run(migrations)
-            except MigratorError as exc:
-                context["refusal"] = shown(exc)
+            refusal = planner.plan_run(migrations).refusal()
+            if refusal is not None:
+                context["refusal"] = shown(refusal)
             context["attention"] = [
                 _attention_row(state, review, self._history_ids(review))
                 for state in migrations
-                if state.state in (planner.CHANGED, planner.MISSING, planner.FAILED_STATE)
+                if state.state.is_problem
             ]
             context["counts"] = [
                 {"state": s, "count": review.status.count(s)} for s in planner.STATES
@@ -539,10 +538,12 @@ def _attention_row(state: MigrationState, review: Review, ids: dict[str, int]) -
         why = "the file was edited after it was applied (its checksum differs)"
     elif state.state == planner.MISSING:
         why = "applied, but its script file is gone"
-    else:
+    elif state.state == planner.FAILED_STATE:
         why = (
             "failed part-way; clean up by hand, then `tbmigrate repair " + str(state.version) + "`"
         )
+    else:
+        why = planner.describe_problem(state) + "; " + state.state.fix
     return {
         "version": str(state.version),
         "name": state.name,

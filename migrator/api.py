@@ -27,20 +27,19 @@ from typing import Any
 from django.db import DatabaseError, connections
 
 from migrator import backup as backups
-from migrator import conf, history, planner, repair, scripts, targets
+from migrator import conf, history, locking, planner, repair, scripts, targets
 from migrator.errors import (
     Aborted,
     DatabaseUnavailable,
-    HistoryConflict,
     MigrationFailed,
     MigratorError,
-    RollbackRefused,
     UsageError,
 )
 from migrator.executor import Executor, Progress, StepResult
 from migrator.locking import migration_lock
-from migrator.planner import MigrationState
+from migrator.planner import MigrationState, Plan
 from migrator.scripts import Script
+from migrator.states import STATES, State
 from migrator.timeouts import StepTimeouts
 from migrator.validation import Report, roundtrip
 from migrator.validation import common as validation_common
@@ -57,6 +56,7 @@ class Status:
     vendor: str
     scripts_dir: Path
     migrations: list[MigrationState]
+    lock_holder: dict[str, Any] | None = None  # who migrates the database now (None: nobody)
 
     def count(self, state: str) -> int:
         return sum(1 for m in self.migrations if m.state == state)
@@ -64,11 +64,11 @@ class Status:
     @property
     def clean(self) -> bool:
         """Everything applied and unchanged: what ``status --check`` requires."""
-        return all(m.state == planner.APPLIED for m in self.migrations)
+        return all(m.state == State.APPLIED for m in self.migrations)
 
     @property
     def summary(self) -> str:
-        parts = [f"{self.count(s)} {s}" for s in planner.STATES if self.count(s)]
+        parts = [f"{self.count(s)} {s}" for s in STATES if self.count(s)]
         return f"{len(self.migrations)} migrations: " + (", ".join(parts) or "none")
 
 
@@ -80,6 +80,8 @@ class RunResult:
     steps: list[StepResult] = field(default_factory=list)
     dry_run: bool = False
     backup: backups.Backup | None = None
+    run_id: str = ""
+    target: str | None = None  # where the database lands (rollback: the version left, or "0")
 
     @property
     def ok(self) -> bool:
@@ -137,17 +139,25 @@ class MigrationSystem:
     def status(self) -> Status:
         """Every known version and its state; reads only (creates no tables)."""
         loaded = self.scripts()
+        records = self.history()
+        holder = None
+        if any(r.in_progress for r in records):
+            # A journaled step: being carried out now (someone holds the lock), or its
+            # process is gone and it was interrupted.
+            holder = _db(lambda: locking.is_locked(self.alias), self.alias)
         return Status(
-            self.database, self.vendor, self.scripts_dir, planner.states(loaded, self.history())
+            self.database,
+            self.vendor,
+            self.scripts_dir,
+            planner.states(loaded, records, running=holder is not None),
+            holder,
         )
 
-    def plan(self, to: str | None = None, out_of_order: bool = False) -> list[Script]:
+    def plan(self, to: str | None = None, out_of_order: bool = False) -> Plan:
         """What ``migrate(to)`` would apply now (no lock, nothing written)."""
         return planner.plan_run(self.status().migrations, to=to, out_of_order=out_of_order)
 
-    def rollback_plan(
-        self, version: str | None = None, to: str | None = None
-    ) -> list[MigrationState]:
+    def rollback_plan(self, version: str | None = None, to: str | None = None) -> Plan:
         """What ``rollback(version, to)`` would revert now, newest first."""
         return planner.plan_rollback(self.status().migrations, version=version, to=to)
 
@@ -161,34 +171,29 @@ class MigrationSystem:
         out_of_order: bool = False,
         confirm: Confirm | None = None,
         backup: bool = False,
+        phase: str | None = None,
     ) -> RunResult:
         """Apply pending scripts in version order, up to and including ``to``.
 
-        ``backup`` (or the alias in BACKUP_DATABASES) backs the database up first.
+        ``backup`` (or the alias in BACKUP_DATABASES) backs the database up first;
+        ``phase="expand"`` stops before the first contract script.
         """
-        result = RunResult("run", self.database, dry_run=dry_run)
-        if dry_run:
-            result.planned = [s.label for s in self.plan(to, out_of_order)]
+
+        def plan(states: list[MigrationState]) -> Plan:
+            return planner.plan_run(states, to=to, out_of_order=out_of_order, phase=phase)
+
+        with history.run_context() as run_id:
+            result = RunResult("run", self.database, dry_run=dry_run, run_id=run_id)
+            if dry_run:
+                result.planned = self._plan_or_refuse("run", plan, audit=False).labels
+                return result
+            with self._changing("run", plan, confirm=confirm, backup=backup) as (steps, backup_now):
+                result.planned = steps.labels
+                result.target = steps.target
+                if steps.steps and backup_now:
+                    result.backup = self._backup()
+                self._execute(result, steps.scripts, fake=fake, details={"to": to, "fake": fake})
             return result
-        # Bad input and refusals surface before anything is written (not even our tables).
-        planned = self._precheck(
-            "run", lambda states: planner.plan_run(states, to=to, out_of_order=out_of_order)
-        )
-        take_backup = self._before_lock("run", backup, confirm, planned)
-        loaded = self.scripts()  # every script must load before anything runs
-        with self._locked():
-            all_states = planner.states(loaded, history.load(self.alias))
-            try:
-                steps = planner.plan_run(all_states, to=to, out_of_order=out_of_order)
-            except MigratorError as exc:
-                self._audit_refusal("run", exc)
-                raise
-            result.planned = [s.label for s in steps]
-            _still_as_confirmed(confirm, steps, planned)
-            if steps and take_backup:
-                result.backup = self._backup()
-            self._execute(result, steps, fake=fake, details={"to": to, "fake": fake})
-        return result
 
     def rollback(
         self,
@@ -209,40 +214,41 @@ class MigrationSystem:
         refusing on any FAIL unless ``force``.  ``backup`` (or the alias in
         BACKUP_DATABASES) backs the database up after the answer, before the first step.
         """
-        result = RunResult("rollback", self.database, dry_run=dry_run)
         if preflight is None:
             preflight = self.rollback_preflight(force=force)
-        if dry_run:
-            result.planned = [s.label for s in self.rollback_plan(version, to)]
+
+        def plan(states: list[MigrationState]) -> Plan:
+            return planner.plan_rollback(states, version=version, to=to)
+
+        with history.run_context() as run_id:
+            result = RunResult("rollback", self.database, dry_run=dry_run, run_id=run_id)
+            if dry_run:
+                planned = self._plan_or_refuse("rollback", plan, audit=False)
+                result.planned, result.target = planned.labels, planned.target
+                return result
+            # The question waits for the preflight's preview, under the lock: only the
+            # backup is settled before it.
+            with self._changing("rollback", plan, confirm=None, backup=backup) as (
+                steps,
+                backup_now,
+            ):
+                result.planned, result.target = steps.labels, steps.target
+                try:
+                    checked = (preflight(list(steps.steps)) or {}) if steps.steps else {}
+                except MigratorError as exc:
+                    self._audit_refusal("rollback", exc)
+                    raise
+                if steps.steps and confirm is not None and not confirm(list(steps.steps)):
+                    raise Aborted("rollback cancelled; nothing was reverted")
+                if steps.steps and backup_now:
+                    result.backup = self._backup()
+                self._execute(
+                    result,
+                    steps.scripts,
+                    revert=True,
+                    details={"version": version, "to": to, **checked},
+                )
             return result
-        planned = self._precheck(
-            "rollback", lambda states: planner.plan_rollback(states, version=version, to=to)
-        )
-        # The question waits for the preflight's preview, under the lock: only the backup
-        # is settled now.
-        take_backup = self._before_lock("rollback", backup, None, planned)
-        loaded = self.scripts()
-        with self._locked():
-            all_states = planner.states(loaded, history.load(self.alias))
-            try:
-                steps = planner.plan_rollback(all_states, version=version, to=to)
-                checked = (preflight(steps) or {}) if steps and preflight is not None else {}
-            except MigratorError as exc:
-                self._audit_refusal("rollback", exc)
-                raise
-            result.planned = [s.label for s in steps]
-            if steps and confirm is not None and not confirm(steps):
-                raise Aborted("rollback cancelled; nothing was reverted")
-            if steps and take_backup:
-                result.backup = self._backup()
-            scripts_to_revert = [s.script for s in steps if s.script is not None]
-            self._execute(
-                result,
-                scripts_to_revert,
-                revert=True,
-                details={"version": version, "to": to, **checked},
-            )
-        return result
 
     # -- validating (read-only; each writes an audit event) -----------------------------
     def validate_schema(self) -> Report:
@@ -289,25 +295,21 @@ class MigrationSystem:
         missing: bool = False,
         confirm: Confirm | None = None,
     ) -> list[repair.Repaired]:
-        """Clear a failed record, accept edited scripts, forget missing ones (``repair.py``)."""
+        """Clear a failed or interrupted record, accept edited scripts, forget missing ones."""
 
-        def plan(states: list[MigrationState]) -> list[planner.RepairStep]:
+        def plan(states: list[MigrationState]) -> planner.RepairPlan:
             return planner.plan_repair(states, version, checksums=checksums, missing=missing)
 
-        planned = plan(self.status().migrations)
-        if not planned:
-            return []  # nothing to change: take no lock, create no table
-        self._before_lock("repair", False, confirm, planned)
-        loaded = self.scripts()
-        with self._locked():
-            steps = plan(planner.states(loaded, history.load(self.alias)))
-            _still_as_confirmed(confirm, steps, planned)
-            return _db(lambda: repair.apply(self.alias, steps), self.alias)
+        with history.run_context():
+            if not self._plan_or_refuse("repair", plan, audit=False).steps:
+                return []  # nothing to change: take no lock, create no table
+            with self._changing("repair", plan, confirm=confirm, backup=False) as (steps, _):
+                return _db(lambda: repair.apply(self.alias, steps.steps), self.alias)  # type: ignore[no-any-return]
 
     def backup(self) -> backups.Backup:
         """Back the database up now, under the migration lock (see ``backup.py``)."""
         backups.require_tool(self.alias)
-        with self._locked():
+        with history.run_context(), self._locked():
             return backups.take(self.alias)
 
     # -- internals ---------------------------------------------------------------------
@@ -329,13 +331,46 @@ class MigrationSystem:
             raise Aborted(f"{action} cancelled; nothing was changed")
         return take_backup
 
-    def _precheck(self, action: str, plan: Callable[[list[MigrationState]], Any]) -> Any:
-        """Plan once without the lock: usage errors change nothing, refusals are audited."""
-        try:
-            return plan(self.status().migrations)
-        except (HistoryConflict, RollbackRefused) as exc:
-            self._audit_refusal(action, exc)
-            raise
+    def _plan_or_refuse(
+        self,
+        action: str,
+        plan: Callable[[list[MigrationState]], Any],
+        states: list[MigrationState] | None = None,
+        *,
+        audit: bool = True,
+    ) -> Any:
+        """The plan for the current states; its first refusal raised (and audited, except
+        bad usage, which leaves the database exactly as it was)."""
+        planned = plan(self.status().migrations if states is None else states)
+        refusal = planned.refusal()
+        if refusal is not None:
+            if audit:
+                self._audit_refusal(action, refusal)
+            raise refusal
+        return planned
+
+    @contextlib.contextmanager
+    def _changing(
+        self,
+        action: str,
+        plan: Callable[[list[MigrationState]], Any],
+        *,
+        confirm: Confirm | None,
+        backup: bool,
+    ) -> Iterator[tuple[Any, bool]]:
+        """The one sequence of every command that changes the database: plan without the
+        lock (bad usage and refusals change nothing, not even our tables), settle the
+        backup and the user's answer, take the lock, plan again under it (another run
+        may have got there first) and refuse steps the user was not asked about; the
+        body then carries out the plan it is given, with the lock held."""
+        first = self._plan_or_refuse(action, plan)
+        take_backup = self._before_lock(action, backup, confirm, first.steps)
+        loaded = self.scripts()  # every script must load before anything runs
+        with self._locked():
+            states = planner.states(loaded, history.load(self.alias))
+            again = self._plan_or_refuse(action, plan, states)
+            _still_as_confirmed(confirm, again.steps, first.steps)
+            yield again, take_backup
 
     def _audited(self, report: Report) -> Report:
         """Record a validation where tbmigrate's tables exist; validating creates nothing."""

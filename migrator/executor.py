@@ -384,6 +384,7 @@ class Executor:
                 "description": script.description,
                 "checksum": script.checksum,
                 "duration_ms": duration,
+                "source": script.source,
             }
             self._writer.step_done(applied=applied, event=event)
         else:

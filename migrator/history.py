@@ -7,10 +7,14 @@ this module touches the ORM models.  Every text stored is scrubbed of passwords.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import secrets
 import socket
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +31,49 @@ from migrator.versions import Version
 TABLES = (AppliedMigration._meta.db_table, AuditEvent._meta.db_table)
 APPLIED = AppliedMigration.APPLIED
 FAILED = AppliedMigration.FAILED
+IN_PROGRESS = AppliedMigration.IN_PROGRESS
 SUCCESS, FAILURE, REFUSED = AuditEvent.SUCCESS, AuditEvent.FAILURE, AuditEvent.REFUSED
+STARTED, INTERRUPTED = AuditEvent.STARTED, AuditEvent.INTERRUPTED
+
+# Every audit event (and history row) written during one command carries its run id, so
+# the admin can show a run with its events.  ``run_context`` sets it; outside one, a
+# fresh id is made per event.
+_RUN_ID: ContextVar[str] = ContextVar("tbmigrate_run_id", default="")
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(8)
+
+
+@contextlib.contextmanager
+def run_context(run_id: str | None = None) -> Iterator[str]:
+    """Give every event written in the body the same run id (nested: the outer one)."""
+    current = _RUN_ID.get()
+    if current:
+        yield current
+        return
+    token = _RUN_ID.set(run_id or new_run_id())
+    try:
+        yield _RUN_ID.get()
+    finally:
+        _RUN_ID.reset(token)
+
+
+def current_run_id() -> str:
+    return _RUN_ID.get()
+
+
+def compress(source: bytes) -> bytes | None:
+    """A script's bytes as stored in the history (``None`` when there are none)."""
+    return zlib.compress(source, 6) if source else None
+
+
+def decompress(stored: bytes | memoryview | None) -> str | None:
+    """The text of a stored script, or ``None`` when it was not kept (applied before
+    tbmigrate kept the text, or faked)."""
+    if not stored:
+        return None
+    return zlib.decompress(bytes(stored)).decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -44,6 +90,15 @@ class Record:
     applied_by: str
     host: str
     error: str
+    direction: str = ""
+    started_at: datetime | None = None
+    pid: int | None = None
+    progress: dict[str, Any] | None = None
+    run_id: str = ""
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status == IN_PROGRESS
 
 
 @dataclass(frozen=True)
@@ -132,6 +187,11 @@ def load(alias: str) -> list[Record]:
             "applied_by",
             "host",
             "error",
+            "direction",
+            "started_at",
+            "pid",
+            "progress",
+            "run_id",
         )
     )
     return [Record(Version.parse(row[0]), *row[1:]) for row in rows]
@@ -147,8 +207,9 @@ def record_applied(
     duration_ms: float,
     status: str = APPLIED,
     error: str = "",
+    source: bytes = b"",
 ) -> None:
-    fields = _applied_fields(actor(), version, name, description, checksum, duration_ms)
+    fields = _applied_fields(actor(), version, name, description, checksum, duration_ms, source)
     fields.update(status=status, error=redact.scrub(error))
     AppliedMigration.objects.using(alias).update_or_create(
         version=fields.pop("version"), defaults=fields
@@ -156,7 +217,13 @@ def record_applied(
 
 
 def _applied_fields(
-    who: Actor, version: Version, name: str, description: str, checksum: str, duration_ms: float
+    who: Actor,
+    version: Version,
+    name: str,
+    description: str,
+    checksum: str,
+    duration_ms: float,
+    source: bytes = b"",
 ) -> dict[str, Any]:
     """An ``AppliedMigration`` row of an applied version, as field values."""
     return {
@@ -171,6 +238,12 @@ def _applied_fields(
         "applied_by": who.user,
         "host": who.host,
         "error": "",
+        "direction": "",
+        "started_at": None,
+        "pid": None,
+        "progress": {},
+        "script_text": compress(source),
+        "run_id": _RUN_ID.get(),
     }
 
 
@@ -243,8 +316,9 @@ class Writer:
         description: str,
         checksum: str,
         duration_ms: float,
+        source: bytes = b"",
     ) -> dict[str, Any]:
-        return _applied_fields(self.who, version, name, description, checksum, duration_ms)
+        return _applied_fields(self.who, version, name, description, checksum, duration_ms, source)
 
     def _event_row(self, action: str, outcome: str, **event: Any) -> dict[str, Any]:
         return _event_fields(self.who, self.secrets, self.database, action, outcome, **event)
@@ -362,6 +436,7 @@ def _event_fields(
         "pid": who.pid,
         "database": database,
         "tool_version": migrator.__version__,
+        "run_id": _RUN_ID.get() or new_run_id(),
     }
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from django.db import models
 
+from migrator.states import RecordStatus
+
 
 class AppliedMigration(models.Model):
-    APPLIED = "applied"
-    FAILED = "failed"
-    STATUS_CHOICES = [(APPLIED, "applied"), (FAILED, "failed")]
+    APPLIED = RecordStatus.APPLIED.value
+    FAILED = RecordStatus.FAILED.value
+    IN_PROGRESS = RecordStatus.IN_PROGRESS.value
+    STATUS_CHOICES = [(APPLIED, "applied"), (FAILED, "failed"), (IN_PROGRESS, "in progress")]
+    UP, DOWN = "up", "down"
 
     version = models.CharField(max_length=32, unique=True)
     sort_key = models.CharField(
@@ -30,6 +34,19 @@ class AppliedMigration(models.Model):
     applied_by = models.CharField(max_length=150, blank=True, default="")
     host = models.CharField(max_length=255, blank=True, default="")
     error = models.TextField(blank=True, default="", help_text="Why a non-atomic step failed.")
+    # The journal of a step that cannot roll back (atomic = False): written and committed
+    # before the step runs, so a process that dies leaves the truth behind.
+    direction = models.CharField(
+        max_length=4, blank=True, default="", help_text="up or down, while in progress."
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    progress = models.JSONField(
+        default=dict, blank=True, help_text="How far an in-progress step got (batched_update)."
+    )
+    # What ran: the script file's bytes when it was applied, zlib-compressed.
+    script_text = models.BinaryField(null=True, blank=True, editable=False)
+    run_id = models.CharField(max_length=32, blank=True, default="", db_index=True)
 
     class Meta:
         db_table = "tbmigrate_applied_migration"
@@ -50,11 +67,20 @@ class AuditEvent(models.Model):
         ("validate", "validate"),
         ("repair", "repair"),
         ("backup", "backup"),
+        ("adopt", "adopt"),
     ]
     SUCCESS = "success"
     FAILURE = "failure"
     REFUSED = "refused"
-    OUTCOMES = [(SUCCESS, "success"), (FAILURE, "failure"), (REFUSED, "refused")]
+    STARTED = "started"
+    INTERRUPTED = "interrupted"
+    OUTCOMES = [
+        (SUCCESS, "success"),
+        (FAILURE, "failure"),
+        (REFUSED, "refused"),
+        (STARTED, "started"),
+        (INTERRUPTED, "interrupted"),
+    ]
 
     timestamp = models.DateTimeField(db_index=True)
     action = models.CharField(max_length=16, choices=ACTIONS)
@@ -71,6 +97,9 @@ class AuditEvent(models.Model):
     pid = models.IntegerField(null=True, blank=True)
     database = models.CharField(max_length=500, blank=True, default="", help_text="Masked URL.")
     tool_version = models.CharField(max_length=32, blank=True, default="")
+    run_id = models.CharField(
+        max_length=32, blank=True, default="", db_index=True, help_text="One command's events."
+    )
 
     class Meta:
         db_table = "tbmigrate_audit_event"

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,16 @@ class Script:
     up: Callable[[Any], Any] = field(repr=False, compare=False)
     down: Callable[[Any], Any] | None = field(repr=False, compare=False)
     atomic: bool = True
+    # The file's bytes as hashed (what ran is kept in the history, compressed).
+    source: bytes = field(default=b"", repr=False, compare=False)
+    # "expand" (the default) or "contract": `run --phase expand` stops before contract steps.
+    phase: str = "expand"
+    # PostgreSQL lock waits of this script's steps (None: the alias's settings).
+    lock_timeout: float | None = None
+    lock_retries: int | None = None
+    # Lock hazards the author accepts, each with its reason: {"rewrite": "table is tiny"}.
+    hazards_accepted: Mapping[str, str] = field(default_factory=dict, compare=False)
+    kind: str = "python"  # "python" or "sql"
 
     @property
     def reversible(self) -> bool:
@@ -187,13 +197,18 @@ def load_script(path: Path) -> Script:
             f"{where}: importing it raised {exc.__class__.__name__}: {exc} "
             "(fix the script; scripts receive `db` and should not import application code)"
         ) from None
-    script = _script_from_module(module, path, file_version, file_name, digest)
+    script = _script_from_module(module, path, file_version, file_name, digest, data)
     _LOADED[(str(path), digest)] = script
     return script
 
 
 def _script_from_module(
-    module: types.ModuleType, path: Path, file_version: Version, file_name: str, digest: str
+    module: types.ModuleType,
+    path: Path,
+    file_version: Version,
+    file_name: str,
+    digest: str,
+    data: bytes,
 ) -> Script:
     where = _Shown(path)
     attrs = module.__dict__
@@ -223,6 +238,7 @@ def _script_from_module(
     if not isinstance(atomic, bool):
         raise ScriptError(f"{where}: `atomic` must be True or False, not {atomic!r}")
     description = attrs.get("description") or (module.__doc__ or "").strip()
+    options = script_options(attrs, where)
     return Script(
         version=version,
         name=name,
@@ -232,7 +248,62 @@ def _script_from_module(
         up=up,
         down=down,
         atomic=atomic,
+        source=data,
+        **options,
     )
+
+
+PHASES = ("expand", "contract")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*$")
+
+
+def parse_seconds(value: Any, what: str) -> float:
+    """``"500ms"``, ``"2s"``, ``"1min"``, ``2`` or ``0.5`` as seconds; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f'{what} must be a duration such as "500ms" or 2, not {value!r}')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f'{what} must be a duration such as "500ms" or 2, not {value!r}')
+        number, unit = float(match.group(1)), match.group(2) or "s"
+        seconds = number / 1000 if unit == "ms" else number * 60 if unit == "min" else number
+    if seconds < 0:
+        raise ValueError(f"{what} must not be negative, not {value!r}")
+    return seconds
+
+
+def script_options(attrs: Mapping[str, Any], where: Any) -> dict[str, Any]:
+    """The optional module-level settings of a script, checked: ``phase``,
+    ``lock_timeout``, ``lock_retries``, ``hazards_accepted``."""
+    options: dict[str, Any] = {}
+    phase = attrs.get("phase", "expand")
+    if phase not in PHASES:
+        raise ScriptError(f'{where}: `phase` must be "expand" or "contract", not {phase!r}')
+    options["phase"] = phase
+    if attrs.get("lock_timeout") is not None:
+        try:
+            options["lock_timeout"] = parse_seconds(attrs["lock_timeout"], "`lock_timeout`")
+        except ValueError as exc:
+            raise ScriptError(f"{where}: {exc}") from None
+    retries = attrs.get("lock_retries")
+    if retries is not None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ScriptError(
+                f"{where}: `lock_retries` must be a whole number >= 0, not {retries!r}"
+            )
+        options["lock_retries"] = retries
+    accepted = attrs.get("hazards_accepted", {})
+    if not isinstance(accepted, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in accepted.items()
+    ):
+        raise ScriptError(
+            f"{where}: `hazards_accepted` must map each hazard to its reason, e.g. "
+            '{"rewrite": "the table is tiny"}'
+        )
+    options["hazards_accepted"] = dict(accepted)
+    return options
 
 
 def load_scripts(folder: Path) -> list[Script]:

@@ -58,7 +58,15 @@ def test_status_json_through_every_state_and_check(target, scripts_dir):
     edited.write_text(edited.read_text() + "\n# edited after it ran\n")
     gone.unlink()
     data = document(tbmigrate("status", "--json", database=target), "status")
-    assert data["counts"] == {"applied": 1, "pending": 1, "changed": 1, "missing": 1, "failed": 1}
+    assert data["counts"] == {
+        "applied": 1,
+        "pending": 1,
+        "changed": 1,
+        "missing": 1,
+        "failed": 1,
+        "interrupted": 0,
+        "running": 0,
+    }
     assert data["pending"] == ["1.0.4"]
     by_version = {m["version"]: m for m in data["migrations"]}
     assert by_version["1.0.2"]["file"] is None and by_version["1.0.2"]["reversible"] is None

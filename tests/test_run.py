@@ -171,7 +171,7 @@ def test_the_audit_event_keeps_the_statements_and_who_ran_them(target, scripts_d
 def test_the_api_applies_and_reports_without_printing(target, scripts_dir, capsys):
     table_script(scripts_dir, "1.0.0", "api_made")
     with MigrationSystem(target.alias) as system:
-        assert [s.label for s in system.plan()] == ["1.0.0 create-api-made"]
+        assert system.plan().labels == ["1.0.0 create-api-made"]
         result = system.migrate()
         assert result.ok and [s.version for s in result.steps] == ["1.0.0"]
         assert system.status().clean

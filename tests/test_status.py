@@ -57,7 +57,15 @@ def test_status_json_has_the_documented_fields(target, scripts_dir):
     assert first["state"] == "applied" and first["applied_at"] and len(first["checksum"]) == 64
     assert first["checksum"] == first["applied_checksum"]
     assert second == {**second, "state": "pending", "applied_at": None, "reversible": False}
-    assert data["counts"] == {"applied": 1, "pending": 1, "changed": 0, "missing": 0, "failed": 0}
+    assert data["counts"] == {
+        "applied": 1,
+        "pending": 1,
+        "changed": 0,
+        "missing": 0,
+        "failed": 0,
+        "interrupted": 0,
+        "running": 0,
+    }
 
 
 def test_check_exits_1_while_anything_is_pending_and_0_when_up_to_date(target, scripts_dir):

@@ -9,6 +9,7 @@ from django.core.management.base import CommandError
 from migrator import planner
 from migrator.api import MigrationSystem
 from migrator.cli.render import Output, duration, table, when
+from migrator.states import STATES, State
 
 help = "Show every migration and its state (applied, pending, changed, missing, failed)."
 
@@ -71,15 +72,8 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         raise CommandError(f"status --check: not up to date ({status.summary})", returncode=1)
 
 
-def _styled(out: Output, state: str, text: str) -> str:
-    style = {
-        "applied": out.style.SUCCESS,
-        "pending": out.style.WARNING,
-        "changed": out.style.ERROR,
-        "missing": out.style.ERROR,
-        "failed": out.style.ERROR,
-    }[state]
-    return style(text)
+def _styled(out: Output, state: State, text: str) -> str:
+    return str(getattr(out.style, state.style)(text))
 
 
 def pending_versions(status: Any) -> list[str]:
@@ -116,10 +110,7 @@ def as_json(status: Any, ok: bool = True) -> dict[str, Any]:
         "vendor": status.vendor,
         "scripts_dir": str(status.scripts_dir),
         "summary": status.summary,
-        "counts": {
-            state: status.count(state)
-            for state in ("applied", "pending", "changed", "missing", "failed")
-        },
+        "counts": {str(state): status.count(state) for state in STATES},
         "up_to_date": status.clean,
         "ok": ok,
         "pending": pending_versions(status),
