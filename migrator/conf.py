@@ -56,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     # transaction counts as long-running.
     "PREFLIGHT_LOCK_TIMEOUT": 3.0,
     "PREFLIGHT_LONG_RUNNING": 60.0,
+    # `validate scripts`: the vendors ("postgresql", "sqlite") every script is replayed on.
+    # None: the vendor of --database and of every database in DATABASES, so a project
+    # configured for PostgreSQL only is not asked to run its scripts on SQLite.
+    "VALIDATE_VENDORS": None,
     # The database alias whose history the admin shows when no ?database= is given
     # (env TBMIGRATE_ADMIN_DATABASE overrides it).  Django's own tables stay in default.
     "ADMIN_DATABASE": "default",

@@ -219,10 +219,19 @@ def test_orphans_the_database_does_not_prevent_are_counted(starter):
     assert "user_id 998, 999" in orphans["message"] or "user_id 999, 998" in orphans["message"]
     found = orphans["details"]["orphans"]
     assert [(o["table"], o["orphans"]) for o in found] == [("trades", 2)]
-    assert by_name["drift"]["level"] == "PASS"  # same foreign key, only not enforced
+    drift = [c for c in report["checks"] if c["name"] == "drift"]
     if starter.vendor == "sqlite":
-        assert by_name["integrity.sqlite"]["details"]["foreign_key_check"] == 2
+        assert [c["level"] for c in drift] == ["PASS"]  # the same key, only not enforced
+        check = by_name["integrity.foreign_key_check"]
+        assert check["level"] == "FAIL"
+        assert "2 row(s) of trades point at missing rows of users" in check["message"]
+        assert "integrity.sqlite" in by_name and by_name["integrity.sqlite"]["level"] == "PASS"
     else:
+        # re-added NOT VALID: the same key, but no longer validated, which is drift
+        assert [c["message"] for c in drift] == [
+            "foreign key trades (user_id) -> users (id): is NOT VALID (rows older than it were "
+            "never checked), expected validated (as set by 1.0.0 initial-schema)"
+        ]
         constraints = by_name["integrity.constraints"]
         assert constraints["level"] == "WARN"
         assert "trades_user_id_fkey on trades" in constraints["message"]

@@ -23,6 +23,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import DatabaseError, connections
@@ -31,7 +32,8 @@ from migrator import history, redact, targets
 from migrator.errors import DatabaseUnavailable
 from migrator.executor import Executor
 from migrator.scripts import Script
-from migrator.validation.introspect import Schema, introspect
+from migrator.validation.introspect import Key, Schema, introspect
+from migrator.validation.tracker import Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -117,20 +119,45 @@ def _drop(server_alias: str, name: str) -> None:
     logger.error("scratch database %s was left behind; drop it by hand", name)
 
 
-def replay(alias: str, to_apply: Sequence[Script]) -> list[tuple[str, Schema]]:
-    """Apply ``to_apply`` in order on ``alias`` with the executor; the schema after each.
+@dataclass
+class Replayed:
+    """The schema the scripts build, and which script made each object what it is."""
+
+    expected: Schema
+    origins: dict[Key, str] = field(default_factory=dict)
+    steps: int = 0
+    reads: int = 0  # catalog readings made along the way (one per step at most, + 2)
+
+
+def replay(alias: str, to_apply: Sequence[Script]) -> Replayed:
+    """Apply ``to_apply`` in order on ``alias`` with the executor; the schema they build.
 
     The executor is the one ``run`` uses (a transaction per step, foreign keys off
     before ``BEGIN`` on SQLite, non-atomic scripts in autocommit), so the replay builds
     exactly what ``run`` would.  It records history and audit rows in the scratch
-    database as usual; they are ignored and vanish with it.  The first snapshot is
-    the empty database.  ``MigrationFailed`` propagates, naming the script.
+    database as usual; they are ignored and vanish with it.  After each step a
+    ``Tracker`` reads what the step changed, to know which script last set each
+    object (``origins``: for an object of the final schema the script that gave it
+    its final attributes; for one that is gone at the end, the script that dropped
+    it); the final schema is read whole.  ``MigrationFailed`` propagates, naming the
+    script.
     """
     history.ensure_schema(alias)
     connection = connections[alias]
-    snapshots = [("the empty database", introspect(connection))]
+    tracker = Tracker(connection)
+    made: dict[Key, str] = {}
+    dropped: dict[Key, str] = {}
     with Executor(alias) as executor:
         for script in to_apply:
-            executor.apply(script)
-            snapshots.append((script.label, introspect(connection)))
-    return snapshots
+            with tracker.step() as changes:
+                executor.apply(script)
+            for key, (_old, new) in changes.items():
+                if new is None:
+                    dropped[key] = script.label
+                else:
+                    made[key] = script.label
+                    dropped.pop(key, None)
+    expected = introspect(connection)
+    origins = {key: made[key] for key in expected.objects if key in made}
+    origins.update({key: label for key, label in dropped.items() if key not in expected.objects})
+    return Replayed(expected, origins, len(to_apply), tracker.reads + 1)

@@ -1,0 +1,195 @@
+"""The schema of a scratch database kept up to date step by step, reading only what changed.
+
+Replaying a history and reading the whole schema after every step costs the size of
+the schema once per step (on a history of 250 steps, eight times the run itself).
+A ``Tracker`` reads the whole schema once, then after each step only the objects
+that step may have changed, so the cost grows with the schema once:
+
+- **SQLite** keeps every definition as text in ``sqlite_master``: after a step that
+  table is read (one small query) and compared with the texts before; only the
+  tables, views and triggers whose text changed are read again.  Exact: there is no
+  change to a SQLite schema that does not change that text.
+- **PostgreSQL**: the statements a step ran name what they touch (``CREATE TABLE
+  fills``, ``DROP FUNCTION f``), so the words of every statement (captured with
+  ``connection.execute_wrapper``) are the names to read again; to them are added the
+  objects that depend on a named one, known from the definitions read before (a view
+  on a dropped table, a foreign key to it, a trigger calling a dropped function:
+  ``CASCADE`` drops them unnamed), and whatever the step's transactions wrote in the
+  catalogs (rows newer than a watermark, by ``xmin``), which catches objects made by
+  dynamic SQL in a ``DO`` block.  One query per step, of the few objects named.
+
+What a step changed is returned as ``{key: (before, after)}`` (``None``: absent), which
+is all ``origins`` and the round trip need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from migrator.validation.introspect import OWNERLESS, Key, Objects, Schema, ignored_tables
+from migrator.vendors import pg_catalog, sqlite_catalog
+
+Changes = dict[Key, tuple[dict[str, Any] | None, dict[str, Any] | None]]
+
+_WORD = re.compile(r"[A-Za-z_][\w$]*")
+_QUOTED = re.compile(r'"((?:[^"]|"")+)"|`([^`]+)`|\[([^\]]+)\]')
+_TEXT_KINDS_WITHOUT_LINKS = {"function", "procedure"}
+
+
+def words_of(text: str) -> set[str]:
+    """Every identifier-like word of ``text``, lower case, quoted ones unquoted."""
+    found = {word.lower() for word in _WORD.findall(text)}
+    if '"' in text or "`" in text or "[" in text:
+        for groups in _QUOTED.findall(text):
+            found.update(g.replace('""', '"').lower() for g in groups if g)
+    return found
+
+
+def read_name(key: Key) -> str:
+    """The name a catalog reading of ``key`` is filtered on (its table, or its own)."""
+    if key[0] in ("function", "procedure"):
+        return key[1].split("(", 1)[0].lower()
+    return key[1].lower()
+
+
+def filter_names(key: Key, attrs: dict[str, Any]) -> set[str]:
+    """Every name whose reading returns ``key`` (a sequence also comes with its table)."""
+    names = {read_name(key)}
+    if key[0] == "sequence" and attrs.get("owned_by"):
+        names.add(str(attrs["owned_by"]).split(".", 1)[0].lower())
+    return names
+
+
+class Tracker:
+    """The current schema of ``connection``'s database, updated by ``step()``."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.ignored = ignored_tables()
+        self.objects: Objects = {}
+        self._by_name: dict[str, set[Key]] = {}  # filter name -> keys
+        self._linked: dict[str, set[Key]] = {}  # a name -> keys whose definitions use it
+        self._links: dict[Key, set[str]] = {}
+        self._filters: dict[Key, set[str]] = {}
+        self._names: set[str] = set()  # names of tables, views, functions, types...
+        self._master: dict[tuple[str, str], tuple[str, str]] = {}
+        self._watermark: int | None = None
+        self.reads = 0
+        self.refresh()
+
+    @property
+    def postgresql(self) -> bool:
+        return self.connection.vendor == "postgresql"
+
+    def schema(self) -> Schema:
+        return Schema(dict(self.objects))
+
+    # -- reading -----------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Read everything again (the start, or after something the tracker cannot follow)."""
+        for key in list(self.objects):
+            self._forget(key)
+        if self.postgresql:
+            self._watermark = pg_catalog.watermark(self.connection)
+            objects = pg_catalog.read(self.connection, ignored=self.ignored).objects
+        else:
+            self._master = sqlite_catalog.master(self.connection)
+            objects = sqlite_catalog.read(self.connection, ignored=self.ignored)
+        self.reads += 1
+        self._remember_all(objects)
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[Changes]:
+        """Around one step: collect the words of its statements; afterwards fill the
+        yielded dict with what it changed (also when the step raised: a failed step
+        rolled back changes nothing, a non-atomic one may have)."""
+        words: set[str] = set()
+
+        def capture(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+            words.update(words_of(str(sql)))
+            return execute(sql, params, many, context)
+
+        changes: Changes = {}
+        try:
+            with self.connection.execute_wrapper(capture):
+                yield changes
+        finally:
+            changes.update(self.update(words))
+
+    def update(self, words: set[str]) -> Changes:
+        """Read again what a step with statements of these ``words`` may have changed."""
+        if self.postgresql:
+            names = set(words)
+            for word in words:
+                for key in self._linked.get(word, ()):
+                    names |= self._filters.get(key, set())
+            reading = pg_catalog.read(
+                self.connection, names=names, ignored=self.ignored, since=self._watermark
+            )
+            self._watermark = reading.watermark
+            names |= reading.touched
+            fresh = reading.objects
+        else:
+            now = sqlite_catalog.master(self.connection)
+            names = {
+                (now.get(k) or self._master[k])[0].lower()
+                for k in set(now) | set(self._master)
+                if now.get(k) != self._master.get(k)
+            }
+            self._master = now
+            if not names:
+                return {}
+            fresh = sqlite_catalog.read(self.connection, names=names, ignored=self.ignored)
+        self.reads += 1
+        before: Objects = {}
+        for name in names:
+            for key in list(self._by_name.get(name, ())):
+                before[key] = self.objects[key]
+                self._forget(key)
+        self._remember_all(fresh)
+        changes: Changes = {}
+        for key in set(before) | set(fresh):
+            old, new = before.get(key), fresh.get(key)
+            if old != new:
+                changes[key] = (old, new)
+        return changes
+
+    # -- book-keeping ------------------------------------------------------------------
+    def _remember_all(self, objects: Objects) -> None:
+        # Names first, so that a view read together with its table links to it.
+        self._names.update(read_name(key) for key in objects if key[0] in OWNERLESS)
+        for key, attrs in objects.items():
+            self._remember(key, attrs)
+
+    def _remember(self, key: Key, attrs: dict[str, Any]) -> None:
+        self.objects[key] = attrs
+        filters = filter_names(key, attrs)
+        self._filters[key] = filters
+        for name in filters:
+            self._by_name.setdefault(name, set()).add(key)
+        if not self.postgresql:
+            return
+        links = set(filters)
+        if key[0] == "foreign key":
+            links.add(key[3].split(".", 1)[0].lower())
+        if key[0] not in _TEXT_KINDS_WITHOUT_LINKS:
+            for name, value in attrs.items():
+                if isinstance(value, str) and name != "comment":
+                    links |= words_of(value) & self._names
+        self._links[key] = links
+        for name in links:
+            self._linked.setdefault(name, set()).add(key)
+
+    def _forget(self, key: Key) -> None:
+        self.objects.pop(key, None)
+        for name in self._filters.pop(key, set()):
+            keys = self._by_name.get(name)
+            if keys is not None:
+                keys.discard(key)
+        for name in self._links.pop(key, set()):
+            keys = self._linked.get(name)
+            if keys is not None:
+                keys.discard(key)
