@@ -406,7 +406,7 @@ def _change(attr: str, expected: Any, actual: Any) -> str:
         return "is UNLOGGED, expected logged" if actual else "is logged, expected UNLOGGED"
     if attr in ("sql", "definition") and isinstance(expected, str) and isinstance(actual, str):
         return _text_change(attr, expected, actual)
-    verb = "are" if attr in ("columns", "values", "options") else "is"
+    verb = "are" if attr in ("columns", "values", "options", "checks") else "is"
     return f"{attr} {verb} {_show(attr, actual)}, expected {_show(attr, expected)}"
 
 

@@ -41,25 +41,34 @@ _TEXT_KINDS_WITHOUT_LINKS = {"function", "procedure"}
 
 def words_of(text: str) -> set[str]:
     """Every identifier-like word of ``text``, lower case, quoted ones unquoted."""
+    return {word.lower() for word in names_in(text)}
+
+
+def names_in(text: str) -> set[str]:
+    """The names ``text`` may use, as PostgreSQL spells them: unquoted words in lower
+    case (it folds them), quoted ones as written (and in lower case too)."""
     found = {word.lower() for word in _WORD.findall(text)}
     if '"' in text or "`" in text or "[" in text:
         for groups in _QUOTED.findall(text):
-            found.update(g.replace('""', '"').lower() for g in groups if g)
+            for group in groups:
+                if group:
+                    name = group.replace('""', '"')
+                    found.update((name, name.lower()))
     return found
 
 
 def read_name(key: Key) -> str:
     """The name a catalog reading of ``key`` is filtered on (its table, or its own)."""
     if key[0] in ("function", "procedure"):
-        return key[1].split("(", 1)[0].lower()
-    return key[1].lower()
+        return key[1].split("(", 1)[0]
+    return key[1]
 
 
 def filter_names(key: Key, attrs: dict[str, Any]) -> set[str]:
     """Every name whose reading returns ``key`` (a sequence also comes with its table)."""
     names = {read_name(key)}
     if key[0] == "sequence" and attrs.get("owned_by"):
-        names.add(str(attrs["owned_by"]).split(".", 1)[0].lower())
+        names.add(str(attrs["owned_by"]).split(".", 1)[0])
     return names
 
 
@@ -93,6 +102,10 @@ class Tracker:
         for key in list(self.objects):
             self._forget(key)
         if self.postgresql:
+            with self.connection.cursor() as cursor:
+                # The reading after each step is one prepared statement: plan it once
+                # (this is a scratch database's session, nothing else is prepared there).
+                cursor.execute("SET plan_cache_mode = force_generic_plan")
             self._watermark = pg_catalog.watermark(self.connection)
             objects = pg_catalog.read(self.connection, ignored=self.ignored).objects
         else:
@@ -109,7 +122,7 @@ class Tracker:
         words: set[str] = set()
 
         def capture(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
-            words.update(words_of(str(sql)))
+            words.update(names_in(str(sql)))
             return execute(sql, params, many, context)
 
         changes: Changes = {}
@@ -122,15 +135,15 @@ class Tracker:
     def update(self, words: set[str]) -> Changes:
         """Read again what a step with statements of these ``words`` may have changed."""
         if self.postgresql:
-            names = set(words)
-            for word in words:
+            wanted = set(words)
+            for word in {w.lower() for w in words}:
                 for key in self._linked.get(word, ()):
-                    names |= self._filters.get(key, set())
+                    wanted |= self._filters.get(key, set())
             reading = pg_catalog.read(
-                self.connection, names=names, ignored=self.ignored, since=self._watermark
+                self.connection, names=wanted, ignored=self.ignored, since=self._watermark
             )
             self._watermark = reading.watermark
-            names |= reading.touched
+            names = {name.lower() for name in wanted | reading.touched}
             fresh = reading.objects
         else:
             now = sqlite_catalog.master(self.connection)
@@ -160,7 +173,7 @@ class Tracker:
     # -- book-keeping ------------------------------------------------------------------
     def _remember_all(self, objects: Objects) -> None:
         # Names first, so that a view read together with its table links to it.
-        self._names.update(read_name(key) for key in objects if key[0] in OWNERLESS)
+        self._names.update(read_name(key).lower() for key in objects if key[0] in OWNERLESS)
         for key, attrs in objects.items():
             self._remember(key, attrs)
 
@@ -169,10 +182,10 @@ class Tracker:
         filters = filter_names(key, attrs)
         self._filters[key] = filters
         for name in filters:
-            self._by_name.setdefault(name, set()).add(key)
+            self._by_name.setdefault(name.lower(), set()).add(key)
         if not self.postgresql:
             return
-        links = set(filters)
+        links = {name.lower() for name in filters}
         if key[0] == "foreign key":
             links.add(key[3].split(".", 1)[0].lower())
         if key[0] not in _TEXT_KINDS_WITHOUT_LINKS:
@@ -186,7 +199,7 @@ class Tracker:
     def _forget(self, key: Key) -> None:
         self.objects.pop(key, None)
         for name in self._filters.pop(key, set()):
-            keys = self._by_name.get(name)
+            keys = self._by_name.get(name.lower())
             if keys is not None:
                 keys.discard(key)
         for name in self._links.pop(key, set()):

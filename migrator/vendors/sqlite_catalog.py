@@ -52,6 +52,7 @@ _TOKEN = re.compile(
     | /\*.*?\*/
     | [A-Za-z_][\w$]*           # a word
     | \d+(?:\.\d*)?(?:[eE][+-]?\d+)? | \.\d+
+    | ->> | -> | <= | >= | <> | != | == | \|\| | << | >>   # operators of two characters
     | \S                        # any other character
     """,
     re.S | re.X,
