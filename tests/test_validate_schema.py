@@ -359,3 +359,152 @@ def test_orphans_with_numeric_keys_are_reported_and_audited(target, scripts_dir)
     orphans = next(c for c in event["details"]["checks"] if c["name"] == "integrity.orphans")
     sample = orphans["details"]["orphans"][0]["samples"][0]
     assert float(sample["code"]) == 9.25 and float(sample["row"]) == 1.5
+
+
+# -- reading only what each step changed ----------------------------------------------------
+TRACKED = {
+    "postgresql": [
+        (
+            ["CREATE TABLE a (id SERIAL PRIMARY KEY, v TEXT)", "CREATE TYPE mood AS ENUM ('x')"],
+            ["DROP TABLE a", "DROP TYPE mood"],
+        ),
+        (
+            [
+                "CREATE TABLE b (id SERIAL PRIMARY KEY, a_id INT REFERENCES a (id), m mood)",
+                "CREATE VIEW a_v AS SELECT a.id, b.m FROM a JOIN b ON b.a_id = a.id",
+                "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; "
+                "END $$",
+                "CREATE TRIGGER b_t BEFORE UPDATE ON b FOR EACH ROW EXECUTE FUNCTION f()",
+            ],
+            ["DROP VIEW a_v", "DROP TABLE b", "DROP FUNCTION f()"],
+        ),
+        # cascades: the statements do not name what goes with them
+        (["DROP FUNCTION f() CASCADE"], ["SELECT 1"]),
+        (["DROP TABLE a CASCADE"], ["SELECT 1"]),
+        (["DROP TYPE mood CASCADE"], ["SELECT 1"]),
+        (["ALTER TABLE b RENAME TO c", "ALTER TABLE c RENAME COLUMN a_id TO x"], ["SELECT 1"]),
+        # dynamic SQL: a DO block makes tables no statement names
+        (
+            [
+                "DO $$ BEGIN FOR i IN 1..3 LOOP EXECUTE format("
+                "'CREATE TABLE part_%s (id INT PRIMARY KEY)', i); END LOOP; END $$"
+            ],
+            ["SELECT 1"],
+        ),
+    ],
+    "sqlite": [
+        (["CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT)"], ["DROP TABLE a"]),
+        (
+            [
+                "CREATE TABLE b (id INTEGER PRIMARY KEY, a_id INT REFERENCES a (id))",
+                "CREATE VIEW a_v AS SELECT a.id FROM a JOIN b ON b.a_id = a.id",
+                "CREATE TRIGGER b_t AFTER UPDATE ON b BEGIN SELECT 1; END",
+                "CREATE INDEX b_a ON b (a_id)",
+            ],
+            ["DROP VIEW a_v", "DROP TABLE b"],
+        ),
+        (["ALTER TABLE a RENAME TO z"], ["SELECT 1"]),  # rewrites b's foreign key and a_v
+        (["ALTER TABLE b RENAME COLUMN a_id TO z_id"], ["SELECT 1"]),
+        (["DROP TABLE b"], ["SELECT 1"]),  # its index and trigger go with it
+    ],
+}
+
+
+def test_reading_only_what_each_step_changed_equals_reading_everything(target, scripts_dir):
+    from migrator.executor import Executor
+    from migrator.scripts import load_scripts
+    from migrator.validation.introspect import introspect
+    from migrator.validation.tracker import Tracker
+    from tests.validation_support import statements_script
+
+    for n, (up, down) in enumerate(TRACKED[target.vendor]):
+        statements_script(scripts_dir, f"1.0.{n}", f"step-{n}", up, down)
+    history.ensure_schema(target.alias)
+    connection = connections[target.alias]
+    tracker = Tracker(connection)
+    reads = tracker.reads
+    with Executor(target.alias) as executor:
+        for script in load_scripts(scripts_dir):
+            with tracker.step() as changes:
+                executor.apply(script)
+            assert tracker.objects == introspect(connection).objects, script.label
+            assert changes, f"{script.label} changed nothing?"
+    assert tracker.reads == reads + len(TRACKED[target.vendor])  # one reading per step
+    if target.vendor == "postgresql":
+        assert {("table", f"part_{i}") for i in (1, 2, 3)} <= set(tracker.objects)
+
+
+# -- journaled steps that never finished ------------------------------------------------------
+def _journal_in_progress(target, scripts_dir):
+    """A non-atomic step journaled as in progress, as the executor leaves one when its
+    process dies: the row written through ``migrator.history``, then the journal's fields
+    set as a dying run leaves them."""
+    from migrator.versions import Version
+
+    table_script(scripts_dir, "1.0.0", "fills")
+    write_script(
+        scripts_dir,
+        "1.0.1",
+        "backfill",
+        up="db.batched_update('fills', \"label = 'x'\", progress=False)",
+        atomic=False,
+    )
+    assert tbmigrate("run", "--to", "1.0.0", database=target).code == 0
+    history.record_applied(
+        target.alias,
+        version=Version.parse("1.0.1"),
+        name="backfill",
+        description="test backfill",
+        checksum="0" * 64,
+        duration_ms=0,
+        status=history.IN_PROGRESS,
+    )
+    Database(connections[target.alias]).execute(
+        "UPDATE tbmigrate_applied_migration SET direction = 'up', pid = 4242, "
+        "applied_by = 'ci', host = 'runner-7', started_at = %s, progress = %s "
+        "WHERE version = '1.0.1'",
+        [
+            "2026-11-28 09:15:00" if target.vendor == "sqlite" else "2026-11-28 09:15:00+00",
+            '{"table": "fills", "rows_done": 120000, "last_key": 120000}',
+        ],
+    )
+
+
+def test_an_interrupted_step_fails_saying_when_who_and_how_far(target, scripts_dir):
+    _journal_in_progress(target, scripts_dir)
+    result = tbmigrate("validate", "schema", "--json", database=target)
+    assert result.code == 1, result.out
+    report = json.loads(result.out)
+    found = [c for c in report["checks"] if c["name"] == "history.interrupted"]
+    assert [c["level"] for c in found] == ["FAIL"]
+    message = found[0]["message"]
+    assert message.startswith(
+        "1 migration(s) were interrupted: 1.0.1 backfill was interrupted while applying "
+        "(started 2026-11-28 09:15:00 UTC, by ci on runner-7, pid 4242, batched_update of "
+        "fills: 120,000 rows done, last key 120000) and needs checking"
+    ), message
+    assert "`tbmigrate repair VERSION`" in message
+    assert found[0]["details"][0]["pid"] == 4242
+    assert found[0]["details"][0]["state"] == "interrupted"
+
+
+def test_a_step_running_right_now_is_a_warning(target, scripts_dir):
+    _journal_in_progress(target, scripts_dir)
+    if target.vendor == "postgresql":
+        from migrator.locking import PG_LOCK_KEY
+
+        holder = psycopg.connect(target.url, autocommit=True)
+        holder.execute("SELECT pg_advisory_lock(%s)", [PG_LOCK_KEY])
+    else:
+        import fcntl
+
+        holder = open(f"{target.name}.tbmigrate.lock", "a+")  # noqa: SIM115
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        result = tbmigrate("validate", "schema", database=target)
+    finally:
+        holder.close()
+    running = [c for c in checks(result) if c[1] == "history.running"]
+    assert running and running[0][0] == "WARN", result.out
+    assert "1.0.1 backfill is being applied right now (started 2026-11-28" in running[0][2]
+    assert not [c for c in checks(result) if c[1] == "history.interrupted"]
