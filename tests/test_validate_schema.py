@@ -508,3 +508,44 @@ def test_a_step_running_right_now_is_a_warning(target, scripts_dir):
     assert running and running[0][0] == "WARN", result.out
     assert "1.0.1 backfill is being applied right now (started 2026-11-28" in running[0][2]
     assert not [c for c in checks(result) if c[1] == "history.interrupted"]
+
+
+def test_renames_are_recognised_in_the_schemas_of_a_dry_run(target, scripts_dir):
+    """``introspect.renames`` on the ``columns_only`` schemas the rollback preview has."""
+    from migrator.validation.dryrun import dry_run
+    from migrator.validation.introspect import Rename, renames
+    from tests.validation_support import statements_script
+
+    statements_script(
+        scripts_dir,
+        "1.0.0",
+        "fees",
+        ["CREATE TABLE fees (id INTEGER PRIMARY KEY, amount NUMERIC NOT NULL, note TEXT)"],
+        ["DROP TABLE fees"],
+    )
+    assert tbmigrate("run", database=target).code == 0
+
+    def found(step):
+        run = dry_run(target.alias, [("step", step)], columns_only=True)
+        assert run.ok, run.error
+        return renames(run.before, run.after)
+
+    assert found(lambda db: db.rename_table("fees", "charges")) == [
+        Rename("table", "fees", "fees", "charges")
+    ]
+    assert found(lambda db: db.rename_column("fees", "note", "memo")) == [
+        Rename("column", "fees", "note", "memo")
+    ]
+    assert found(lambda db: db.rename_column("fees", "note", "memo"))[0].describe() == (
+        "column fees.note renamed to memo"
+    )
+    # dropped and replaced by another shape: no rename, it is data loss
+    assert (
+        found(
+            lambda db: (
+                db.execute("DROP TABLE fees"),
+                db.execute("CREATE TABLE charges (id INTEGER PRIMARY KEY, amount TEXT)"),
+            )
+        )
+        == []
+    )
