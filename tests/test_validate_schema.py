@@ -383,6 +383,25 @@ TRACKED = {
         (["DROP TABLE a CASCADE"], ["SELECT 1"]),
         (["DROP TYPE mood CASCADE"], ["SELECT 1"]),
         (["ALTER TABLE b RENAME TO c", "ALTER TABLE c RENAME COLUMN a_id TO x"], ["SELECT 1"]),
+        # a partitioned table clones an index, a trigger and a foreign key onto its
+        # partitions, which no statement names
+        (
+            [
+                "CREATE TABLE p (id INT, k INT, a_id INT) PARTITION BY RANGE (k)",
+                "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10)",
+                "CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (10) TO (20)",
+            ],
+            ["DROP TABLE p"],
+        ),
+        (
+            [
+                "CREATE INDEX p_k ON p (k)",
+                "CREATE TRIGGER p_t BEFORE UPDATE ON p FOR EACH ROW EXECUTE FUNCTION "
+                "suppress_redundant_updates_trigger()",
+                "ALTER TABLE p ADD FOREIGN KEY (a_id) REFERENCES c (id)",
+            ],
+            ["DROP INDEX p_k"],
+        ),
         # dynamic SQL: a DO block makes tables no statement names
         (
             [

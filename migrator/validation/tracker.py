@@ -57,6 +57,42 @@ def names_in(text: str) -> set[str]:
     return found
 
 
+_NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
+_QUALIFIED = rf"(?:{_NAME}\.)?({_NAME})"
+_CREATE = re.compile(
+    r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?"
+    r"(?:(?:UNIQUE|TEMP|TEMPORARY|UNLOGGED|GLOBAL|LOCAL|MATERIALIZED|RECURSIVE|CONSTRAINT)\s+)*"
+    r"(TABLE|VIEW|SEQUENCE|FUNCTION|PROCEDURE|TYPE|DOMAIN|EXTENSION|INDEX|TRIGGER)\s+"
+    r"(?:IF\s+NOT\s+EXISTS\s+)?(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
+    rf"((?!ON\s){_QUALIFIED})?",
+    re.IGNORECASE,
+)
+_ON = re.compile(rf"\bON\s+(?:ONLY\s+)?{_QUALIFIED}", re.IGNORECASE)
+
+
+def statement_names(sql: str) -> set[str]:
+    """The names a statement may change (see ``names_in`` for the spelling).
+
+    A ``CREATE`` changes only what it creates (and, for an index or a trigger, the
+    table it is ``ON``): ``CREATE TABLE fills (... REFERENCES orders)`` does not change
+    ``orders``.  Any other statement (``ALTER``, ``DROP ... CASCADE``, ``DO``, ``COMMENT``,
+    a function call) may change whatever it names, so all its words count.
+    """
+    match = _CREATE.match(sql)
+    if not match:
+        return names_in(sql)
+    kind = match.group(1).upper()
+    found: set[str] = set()
+    if match.group(3):
+        found |= names_in(match.group(3))
+    if kind in ("INDEX", "TRIGGER"):
+        on = _ON.search(sql, match.end())
+        if not on:
+            return names_in(sql)
+        found |= names_in(on.group(1))
+    return found or names_in(sql)
+
+
 def read_name(key: Key) -> str:
     """The name a catalog reading of ``key`` is filtered on (its table, or its own)."""
     if key[0] in ("function", "procedure"):
@@ -122,7 +158,7 @@ class Tracker:
         words: set[str] = set()
 
         def capture(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
-            words.update(names_in(str(sql)))
+            words.update(statement_names(str(sql)) if self.postgresql else ())
             return execute(sql, params, many, context)
 
         changes: Changes = {}
@@ -140,7 +176,11 @@ class Tracker:
                 for key in self._linked.get(word, ()):
                     wanted |= self._filters.get(key, set())
             reading = pg_catalog.read(
-                self.connection, names=wanted, ignored=self.ignored, since=self._watermark
+                self.connection,
+                names=wanted,
+                ignored=self.ignored,
+                since=self._watermark,
+                prepare=True,
             )
             self._watermark = reading.watermark
             names = {name.lower() for name in wanted | reading.touched}

@@ -22,13 +22,15 @@ watermark (see ``migrator.validation.tracker``).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
+import weakref
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
+from django.db import DatabaseError
 
 Key = tuple[str, ...]
 Objects = dict[Key, dict[str, Any]]
@@ -239,15 +241,20 @@ _PART_OF = {
 }
 ALL_KINDS = frozenset(_PART_OF)
 
-# Relations written after a watermark (``xmin``), as the names ``read`` filters on: a
-# table's, view's or sequence's own, or the table an index belongs to.  This is what
-# catches objects made by dynamic SQL (a ``DO`` block creating partitions in a loop);
-# constraints, triggers and functions are always named by the statement making them.
+# Catalog rows written after a watermark (``xmin``), as the names ``read`` filters on:
+# a relation's own (or the table of an index), the table of a constraint or a trigger.
+# This catches what no statement names: objects made by dynamic SQL (a ``DO`` block
+# creating partitions in a loop), indexes, constraints and triggers a partitioned
+# table clones onto its partitions.  (Functions and types are always named.)
 _TOUCHED = """
     SELECT CASE WHEN c.relkind IN ('i', 'I') THEN t.relname ELSE c.relname END AS n
     FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid
     LEFT JOIN pg_class t ON t.oid = i.indrelid
     WHERE c.relnamespace = (SELECT oid FROM ns) AND c.xmin::text::bigint >= %(since)s
+    UNION SELECT t.relname FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid
+    WHERE con.connamespace = (SELECT oid FROM ns) AND con.xmin::text::bigint >= %(since)s
+    UNION SELECT t.relname FROM pg_trigger tg JOIN pg_class t ON t.oid = tg.tgrelid
+    WHERE tg.xmin::text::bigint >= %(since)s AND t.relnamespace = (SELECT oid FROM ns)
 """
 
 _WANTED = "= ANY((SELECT a FROM wanted)::name[])"
@@ -291,6 +298,52 @@ def _sql(parts: tuple[str, ...], filtered: bool, touched: bool) -> str:
     return sql
 
 
+_PARAMS = ("names", "ignored", "since")
+_TYPES = {"names": "text[]", "ignored": "text[]", "since": "bigint"}
+# The statements prepared on each session (a server-side session, by its driver object).
+_prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _execute(connection: Any, sql: str, params: dict[str, Any], prepare: bool) -> list[Any]:
+    """Run ``sql``; with ``prepare``, as a statement prepared once per session.
+
+    Planning a dozen joins costs more than running them on a few objects, and Django
+    turns psycopg's own preparation off (``prepare_threshold = None``), so the
+    statement is prepared with SQL's ``PREPARE`` and run with ``EXECUTE``.  Only in
+    autocommit (a failed ``EXECUTE`` must not abort a caller's transaction), and once
+    again if the session lost it (a script's ``DEALLOCATE ALL``).
+    """
+    used = [name for name in _PARAMS if f"%({name})s" in sql]
+    if not prepare or connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+    connection.ensure_connection()
+    raw = connection.connection
+    done = _prepared.setdefault(raw, set())
+    name = "tbmigrate_catalog_" + hashlib.sha1(sql.encode()).hexdigest()[:12]
+    values = [params[p] for p in used]
+    execute = f"EXECUTE {name}(" + ", ".join(["%s"] * len(used)) + ")"
+    for attempt in (1, 2):
+        if name not in done:
+            numbered = sql
+            for n, param in enumerate(used, start=1):
+                numbered = numbered.replace(f"%({param})s", f"${n}")
+            types = ", ".join(_TYPES[p] for p in used)
+            with connection.cursor() as cursor:
+                cursor.execute(f"PREPARE {name} ({types}) AS {numbered}")
+            done.add(name)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(execute, values)
+                return list(cursor.fetchall())
+        except DatabaseError as exc:
+            if attempt == 2 or "does not exist" not in str(exc):
+                raise
+            done.discard(name)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def read(
     connection: Any,
     *,
@@ -298,14 +351,14 @@ def read(
     kinds: Collection[str] = ALL_KINDS,
     ignored: Collection[str] = (),
     since: int | None = None,
+    prepare: bool = False,
 ) -> Reading:
     """Every object of the key kinds asked for.
 
     ``names`` are as the catalog spells them (unquoted identifiers in lower case);
-    ``since`` (with ``names``) adds whatever was written after that watermark.  The
-    statement is prepared once per session and kind of reading (the driver's own
-    server-side preparation), so reading a few objects after each step costs a
-    plan-free execution, not the planning of a dozen joins.
+    ``since`` (with ``names``) adds whatever was written after that watermark.
+    ``prepare``: the statement is prepared once per session (for a reading repeated
+    after every step of a replay).
     """
     parts = tuple(sorted({_PART_OF[kind] for kind in kinds}))
     filtered = names is not None
@@ -317,11 +370,7 @@ def read(
         params["since"] = since
     wanted = set(kinds)
     reading = Reading()
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(_sql(parts, filtered, touched), params, prepare=True)
-        rows = cursor.fetchall()
-    for kind, key, attrs in rows:
+    for kind, key, attrs in _execute(connection, _sql(parts, filtered, touched), params, prepare):
         if kind == "touched":
             reading.touched = set(key)
             reading.watermark = int(attrs)
@@ -331,6 +380,13 @@ def read(
                 found = {**index_parts(found.get("definition", "")), **found}
             reading.objects[(kind, *key)] = found
     return reading
+
+
+def watermark(connection: Any) -> int:
+    """The ``since`` that makes the next ``read`` see what later transactions write."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint & 4294967295")
+        return int(cursor.fetchone()[0])
 
 
 _USING = re.compile(r" USING (\w+) \(")
@@ -380,10 +436,3 @@ def index_parts(definition: str) -> dict[str, Any]:
     if where >= 0:
         parts["where"] = rest[where + 7 :].strip()
     return parts
-
-
-def watermark(connection: Any) -> int:
-    """The ``since`` that makes the next ``read`` see what later transactions write."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint & 4294967295")
-        return int(cursor.fetchone()[0])
