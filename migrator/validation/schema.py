@@ -19,6 +19,7 @@ Three families of checks:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from migrator.planner import MigrationState
 from migrator.validation import common
 from migrator.validation.base import CheckResult, Report, failed, passed, warned
 from migrator.validation.introspect import Schema, compare, ignored_tables, introspect
-from migrator.validation.scratch import replay, scratch_database
+from migrator.validation.scratch import drops_in_background, replay, scratch_database
 
 SAMPLES = 5
 _CHUNK = 100  # counting queries sent together as one UNION ALL
@@ -46,7 +47,7 @@ def validate_schema(alias: str, scripts_dir: Path) -> Report:
         report.add(common.scripts_check(loaded))
     states = common.states(alias, loaded)
     report.add(history_checks(states, history.load(alias)))
-    with common.bounded_lock_waits(alias):
+    with common.bounded_lock_waits(alias), drops_in_background():
         live: list[Schema] = []
 
         def read_live() -> Schema:
@@ -54,7 +55,8 @@ def validate_schema(alias: str, scripts_dir: Path) -> Report:
                 live.append(introspect(connections[alias]))
             return live[0]
 
-        report.add(common.guarded("drift", lambda: drift(alias, states, read_live())))
+        # The live schema is read after the replay, while the scratch database is dropped.
+        report.add(common.guarded("drift", lambda: drift(alias, states, read_live)))
         report.add(integrity(alias, read_live))
     return report
 
@@ -182,8 +184,11 @@ def _state(s: MigrationState) -> dict[str, Any]:
 
 
 # -- drift -----------------------------------------------------------------------------
-def drift(alias: str, states: list[MigrationState], live: Schema) -> list[CheckResult]:
-    """Replay the applied scripts on a scratch database and compare it with the live one."""
+def drift(
+    alias: str, states: list[MigrationState], live: Callable[[], Schema]
+) -> list[CheckResult]:
+    """Replay the applied scripts on a scratch database and compare it with the live one
+    (``live`` reads it)."""
     applied = [s for s in states if s.is_applied and s.record is not None]
     applied.sort(key=lambda s: (s.record.applied_at, s.version))  # type: ignore[union-attr]
     to_replay = [s.script for s in applied if s.script is not None]
@@ -203,7 +208,7 @@ def drift(alias: str, states: list[MigrationState], live: Schema) -> list[CheckR
             )
         ]
     expected = replayed.expected
-    differences = compare(expected, live)
+    differences = compare(expected, live())
     details: dict[str, Any] = {
         "scratch": where,
         "replayed": [s.label for s in to_replay],

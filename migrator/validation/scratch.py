@@ -22,7 +22,9 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +103,49 @@ def _postgresql(server_alias: str, name: str) -> Iterator[str]:
         yield name
     finally:
         targets.remove(name)
+        _drop_soon(server_alias, name)
+
+
+# Threads dropping scratch databases, while ``drops_in_background`` is active.
+_pending: ContextVar[list[threading.Thread] | None] = ContextVar(
+    "tbmigrate_scratch_drops", default=None
+)
+
+
+@contextlib.contextmanager
+def drops_in_background() -> Iterator[None]:
+    """Drop the PostgreSQL scratch databases of the body in a thread; wait at the end.
+
+    ``DROP DATABASE`` waits for a checkpoint, which on a busy server takes seconds; a
+    validation that has read the scratch database's schema goes on with the live one
+    meanwhile.  Every drop is finished when the body ends, also on an error or Ctrl-C
+    (the thread is not a daemon: the process does not end before it).
+    """
+    threads: list[threading.Thread] = []
+    token = _pending.set(threads)
+    try:
+        yield
+    finally:
+        _pending.reset(token)
+        for thread in threads:
+            thread.join()
+
+
+def _drop_soon(server_alias: str, name: str) -> None:
+    threads = _pending.get()
+    if threads is None:
         _drop(server_alias, name)
+        return
+
+    def work() -> None:
+        try:
+            _drop(server_alias, name)
+        finally:
+            connections[server_alias].close()  # this thread's own connection
+
+    thread = threading.Thread(target=work, name=f"drop {name}")
+    thread.start()
+    threads.append(thread)
 
 
 def _drop(server_alias: str, name: str) -> None:

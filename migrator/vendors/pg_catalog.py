@@ -250,11 +250,11 @@ _TOUCHED = """
     SELECT CASE WHEN c.relkind IN ('i', 'I') THEN t.relname ELSE c.relname END AS n
     FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid
     LEFT JOIN pg_class t ON t.oid = i.indrelid
-    WHERE c.relnamespace = (SELECT oid FROM ns) AND c.xmin::text::bigint >= %(since)s
+    WHERE c.relnamespace = (SELECT oid FROM ns) AND age(c.xmin) <= (SELECT span FROM recent)
     UNION SELECT t.relname FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid
-    WHERE con.connamespace = (SELECT oid FROM ns) AND con.xmin::text::bigint >= %(since)s
+    WHERE con.connamespace = (SELECT oid FROM ns) AND age(con.xmin) <= (SELECT span FROM recent)
     UNION SELECT t.relname FROM pg_trigger tg JOIN pg_class t ON t.oid = tg.tgrelid
-    WHERE tg.xmin::text::bigint >= %(since)s AND t.relnamespace = (SELECT oid FROM ns)
+    WHERE age(tg.xmin) <= (SELECT span FROM recent) AND t.relnamespace = (SELECT oid FROM ns)
 """
 
 _WANTED = "= ANY((SELECT a FROM wanted)::name[])"
@@ -284,7 +284,10 @@ def _sql(parts: tuple[str, ...], filtered: bool, touched: bool) -> str:
     filters = _FILTERS if filtered else _NO_FILTERS
     sql = "WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema()), "
     if touched:
-        sql += f"touched AS ({_TOUCHED}), "
+        # age(xmin): how many transactions ago a row was written; a row written at or
+        # after the watermark is younger than the watermark itself (xids do not compare
+        # with < across wraparound, ages do).
+        sql += f"recent AS (SELECT age(%(since)s::text::xid) AS span), touched AS ({_TOUCHED}), "
     if filtered:
         extra = " || ARRAY(SELECT n FROM touched)::name[]" if touched else ""
         sql += f"wanted AS (SELECT %(names)s::name[]{extra} AS a), "
