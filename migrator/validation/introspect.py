@@ -130,10 +130,31 @@ def introspect(
     """
     kinds: tuple[str, ...] | None = None
     if names_only:
-        kinds = ("table", "view")
-    elif columns_only:
+        return Schema(_names(connection, ignored_tables() if ignored is None else set(ignored)))
+    if columns_only:
         kinds = ("table", "column")
     return Schema(read_objects(connection, kinds=kinds, ignored=ignored))
+
+
+def _names(connection: Any, skip: set[str]) -> Objects:
+    """Just the tables and views, by name: no definition is computed, no lock is taken."""
+    if connection.vendor == "postgresql":
+        sql = (
+            "SELECT c.relname, c.relkind IN ('v', 'm') FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm') AND n.nspname = current_schema()"
+        )
+    else:
+        sql = (
+            "SELECT name, type = 'view' FROM sqlite_master WHERE type IN ('table', 'view') "
+            "AND name NOT LIKE 'sqlite\\_%%' ESCAPE '\\'"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [])
+        rows = cursor.fetchall()
+    return {
+        ("view" if is_view else "table", name): {} for name, is_view in rows if name not in skip
+    }
 
 
 def table_columns(connection: Any, tables: Iterable[str]) -> dict[str, set[str] | None]:

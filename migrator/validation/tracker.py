@@ -70,6 +70,24 @@ _CREATE = re.compile(
 _ON = re.compile(rf"\bON\s+(?:ONLY\s+)?{_QUALIFIED}", re.IGNORECASE)
 
 
+# Statements that do what they say: they change nothing they do not name.
+_PLAIN_STATEMENTS = {
+    "create", "alter", "drop", "comment", "insert", "update", "delete", "truncate", "set",
+    "reset", "begin", "commit", "rollback", "savepoint", "release", "grant", "revoke",
+    "analyze", "vacuum", "reindex", "cluster", "refresh", "lock", "show", "select",
+}  # fmt: skip
+
+
+def may_act_unnamed(sql: str) -> bool:
+    """Whether a statement may change objects it does not name: a ``DO`` block, a
+    ``CALL``, a function called by ``SELECT f()`` (a plain query selects ``FROM``)."""
+    head = sql.lstrip().split(None, 1)
+    word = head[0].lower() if head else ""
+    if word == "select":
+        return " from " not in sql.lower() and "(" in sql
+    return word not in _PLAIN_STATEMENTS
+
+
 def statement_names(sql: str) -> set[str]:
     """The names a statement may change (see ``names_in`` for the spelling).
 
@@ -120,6 +138,7 @@ class Tracker:
         self._links: dict[Key, set[str]] = {}
         self._filters: dict[Key, set[str]] = {}
         self._names: set[str] = set()  # names of tables, views, functions, types...
+        self._partitioned: set[str] = set()
         self._master: dict[tuple[str, str], tuple[str, str]] = {}
         self._watermark: int | None = None
         self.reads = 0
@@ -156,9 +175,13 @@ class Tracker:
         yielded dict with what it changed (also when the step raised: a failed step
         rolled back changes nothing, a non-atomic one may have)."""
         words: set[str] = set()
+        unnamed = [False]
 
         def capture(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
-            words.update(statement_names(str(sql)) if self.postgresql else ())
+            if self.postgresql:
+                text = str(sql)
+                words.update(statement_names(text))
+                unnamed[0] = unnamed[0] or may_act_unnamed(text)
             return execute(sql, params, many, context)
 
         changes: Changes = {}
@@ -166,20 +189,24 @@ class Tracker:
             with self.connection.execute_wrapper(capture):
                 yield changes
         finally:
-            changes.update(self.update(words))
+            changes.update(self.update(words, scan=unnamed[0]))
 
-    def update(self, words: set[str]) -> Changes:
-        """Read again what a step with statements of these ``words`` may have changed."""
+    def update(self, words: set[str], scan: bool = True) -> Changes:
+        """Read again what a step with statements of these ``words`` may have changed
+        (``scan``: it may also have changed what it did not name, see the module)."""
         if self.postgresql:
             wanted = set(words)
             for word in {w.lower() for w in words}:
                 for key in self._linked.get(word, ()):
                     wanted |= self._filters.get(key, set())
+                if word in self._partitioned:
+                    scan = True  # its partitions get clones of what is made on it
             reading = pg_catalog.read(
                 self.connection,
                 names=wanted,
                 ignored=self.ignored,
                 since=self._watermark,
+                scan=scan,
                 prepare=True,
             )
             self._watermark = reading.watermark
@@ -225,6 +252,8 @@ class Tracker:
             self._by_name.setdefault(name.lower(), set()).add(key)
         if not self.postgresql:
             return
+        if key[0] == "table" and attrs.get("partition_key"):
+            self._partitioned.add(key[1].lower())
         links = {name.lower() for name in filters}
         if key[0] == "foreign key":
             links.add(key[3].split(".", 1)[0].lower())

@@ -254,7 +254,8 @@ _TOUCHED = """
     UNION SELECT t.relname FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid
     WHERE con.connamespace = (SELECT oid FROM ns) AND age(con.xmin) <= (SELECT span FROM recent)
     UNION SELECT t.relname FROM pg_trigger tg JOIN pg_class t ON t.oid = tg.tgrelid
-    WHERE age(tg.xmin) <= (SELECT span FROM recent) AND t.relnamespace = (SELECT oid FROM ns)
+    WHERE NOT tg.tgisinternal AND age(tg.xmin) <= (SELECT span FROM recent)
+      AND t.relnamespace = (SELECT oid FROM ns)
 """
 
 _WANTED = "= ANY((SELECT a FROM wanted)::name[])"
@@ -263,11 +264,15 @@ _FILTERS = {
     "filter_proname": f"AND p.proname {_WANTED}",
     "filter_typname": f"AND t.typname {_WANTED}",
     "filter_extname": f"AND x.extname {_WANTED}",
-    "filter_sequence": f"""AND (c.relname {_WANTED} OR c.oid IN (
-        SELECT d.objid FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid
-        WHERE t.relname {_WANTED} AND t.relnamespace = (SELECT oid FROM ns)
-          AND d.refclassid = 'pg_class'::regclass AND d.classid = 'pg_class'::regclass
-          AND d.deptype IN ('a', 'i')))""",
+    # a sequence of a wanted name, or owned by a wanted table: found by index, not by
+    # scanning every relation
+    "filter_sequence": f"""AND c.oid = ANY(ARRAY(
+        SELECT q.oid FROM pg_class q WHERE q.relname {_WANTED}
+          AND q.relnamespace = (SELECT oid FROM ns) AND q.relkind = 'S'
+        UNION ALL
+        SELECT d.objid FROM pg_depend d
+        WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid IN (SELECT oid FROM rel)
+          AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))""",
 }
 _NO_FILTERS = dict.fromkeys(_FILTERS, "")
 
@@ -280,10 +285,14 @@ class Reading:
 
 
 @functools.cache
-def _sql(parts: tuple[str, ...], filtered: bool, touched: bool) -> str:
+def _sql(parts: tuple[str, ...], filtered: bool, touched: bool, scan: bool = True) -> str:
+    """The reading: ``touched`` returns the next watermark, ``scan`` also looks for
+    catalog rows written since the last one."""
     filters = _FILTERS if filtered else _NO_FILTERS
     sql = "WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema()), "
-    if touched:
+    if touched and not scan:
+        sql += "touched AS (SELECT NULL::name AS n WHERE false), "
+    elif touched:
         # age(xmin): how many transactions ago a row was written; a row written at or
         # after the watermark is younger than the watermark itself (xids do not compare
         # with < across wraparound, ages do).
@@ -354,12 +363,15 @@ def read(
     kinds: Collection[str] = ALL_KINDS,
     ignored: Collection[str] = (),
     since: int | None = None,
+    scan: bool = True,
     prepare: bool = False,
 ) -> Reading:
     """Every object of the key kinds asked for.
 
     ``names`` are as the catalog spells them (unquoted identifiers in lower case);
-    ``since`` (with ``names``) adds whatever was written after that watermark.
+    ``since`` (with ``names``) returns the next watermark and, with ``scan``, adds
+    whatever was written after that one (a scan of the catalogs: for steps whose
+    statements may do what they do not name).
     ``prepare``: the statement is prepared once per session (for a reading repeated
     after every step of a replay).
     """
@@ -369,11 +381,13 @@ def read(
     params: dict[str, Any] = {"ignored": sorted(ignored)}
     if filtered:
         params["names"] = sorted(names or ())
-    if touched:
+    if touched and scan:
         params["since"] = since
     wanted = set(kinds)
     reading = Reading()
-    for kind, key, attrs in _execute(connection, _sql(parts, filtered, touched), params, prepare):
+    for kind, key, attrs in _execute(
+        connection, _sql(parts, filtered, touched, scan), params, prepare
+    ):
         if kind == "touched":
             reading.touched = set(key)
             reading.watermark = int(attrs)
