@@ -173,10 +173,20 @@ class LossMeter:
         appeared = [t for t in end if t not in self.start]
         moved: dict[str, str] = {}  # old table -> its new name
         for table in vanished:
-            shape = _shape(self.start[table])
-            twin = next(
-                (t for t in appeared if t not in moved.values() and _shape(end[t]) == shape), None
-            )
+            # Same columns first; else the same column types and the same rows (a table
+            # renamed with some of its columns renamed too).
+            candidates = [t for t in appeared if t not in moved.values()]
+            shape, types = _shape(self.start[table]), _types(self.start[table])
+            twin = next((t for t in candidates if _shape(end[t]) == shape), None)
+            if twin is None:
+                twin = next(
+                    (
+                        t
+                        for t in candidates
+                        if _types(end[t]) == types and self._same_rows(table, t)
+                    ),
+                    None,
+                )
             if twin is not None:
                 moved[table] = twin
                 found.renames.append(Rename("table", table, table, twin))
@@ -253,6 +263,13 @@ class LossMeter:
             )
             found.losses.append(loss)
 
+    def _same_rows(self, old: str, new: str) -> bool:
+        snap = self.snapshots.get(old)
+        if snap is None:
+            return False
+        q = self.connection.ops.quote_name
+        return int(_raw_one(self.connection, f"SELECT COUNT(*) FROM {q(new)}")[0] or 0) == snap.rows
+
     def _holds(self, table: str, new: Column, snap: _Snapshot | None, old: Column) -> bool:
         """Whether ``new`` holds what ``old`` held (a rename moves every value; a drop
         and an add of the same type leaves the new column empty or at its default)."""
@@ -314,6 +331,10 @@ def count_now(connection: Any, loss: Loss) -> Loss:
         _raw_one(connection, f"SELECT COUNT({q(loss.column)}) FROM {q(loss.table)}")[0] or 0
     )
     return Loss("column", loss.table, values, column=loss.column, values=values, by=loss.by)
+
+
+def _types(columns: list[Column]) -> tuple[str, ...]:
+    return tuple(sorted(c.type for c in columns))
 
 
 def _shape(columns: list[Column]) -> tuple[tuple[str, str], ...]:
