@@ -509,7 +509,7 @@ class MigrationSystem:
 
     def _audit_refusal(self, action: str, exc: MigratorError) -> None:
         """Record a refusal of the history's state; bad usage leaves the database as it was."""
-        if isinstance(exc, UsageError):
+        if isinstance(exc, UsageError) or not targets.sqlite_exists(self.alias):
             return
         try:
             if history.tables_exist(self.alias):
@@ -606,10 +606,15 @@ class MigrationSystem:
 
 
 def _audit_quietly(alias: str, action: str, outcome: str, **kwargs: Any) -> None:
+    """A run's own event; kept in the spool when the database is gone (a SQLite file
+    deleted under the run is not silently created again)."""
     try:
+        if not targets.sqlite_exists(alias):
+            raise DatabaseUnavailable("the SQLite file is gone")
         history.audit(alias, action, outcome, **kwargs)
-    except DatabaseError:
+    except (DatabaseError, DatabaseUnavailable):
         connections[alias].close()
+        spool.keep(alias, event={"action": action, "outcome": outcome, **kwargs}, record=None)
 
 
 def _db(func: Callable[[], Any], alias: str) -> Any:

@@ -609,6 +609,10 @@ class Executor:
         error = _one_line(exc)
         if isinstance(exc, DatabaseUnavailable):
             return str(exc)
+        try:
+            self.vendor.check_present()
+        except DatabaseUnavailable as gone:
+            return f"{gone} ({error})"
         if self.vendor.connection_lost(exc):
             # pg_terminate_backend, a restarted server, a cut network: the server rolled
             # the transaction back and dropped the session's migration lock with it.

@@ -40,6 +40,11 @@ class SQLite(Vendor):
         deleting it at every commit (an unlink and a directory sync per step): as
         durable, cheaper, and only this connection's setting."""
         self._fk_off, self._journal = False, ""
+        # A deferred transaction that has read cannot wait for another writer (SQLite
+        # answers "database is locked" at once, rather than risk a deadlock): each step
+        # takes the write lock when it begins, and waits for it there.
+        self._mode = self.connection.transaction_mode
+        self.connection.transaction_mode = "IMMEDIATE"
         with self.connection.cursor() as cursor:
             cursor.execute(f"PRAGMA busy_timeout = {max(int(busy_seconds * 1000), 0)}")
             cursor.execute("PRAGMA journal_mode")
@@ -66,6 +71,7 @@ class SQLite(Vendor):
         return self._fk_off
 
     def end_session(self, timeouts: StepTimeouts) -> None:
+        self.connection.transaction_mode = getattr(self, "_mode", None)
         with contextlib.suppress(DatabaseError), self.connection.cursor() as cursor:
             if self._fk_off:
                 cursor.execute("PRAGMA foreign_keys = ON")
