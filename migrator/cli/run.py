@@ -27,6 +27,12 @@ def add_arguments(parser: Any) -> None:
         action="store_true",
         help="Also apply pending migrations older than the newest applied one.",
     )
+    parser.add_argument(
+        "--phase",
+        choices=["expand"],
+        help="expand: apply pending migrations only up to the first one with "
+        'phase = "contract" (deploy the application, then `run` again for the rest).',
+    )
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
     add_lock_timeout(parser)
     add_step_options(parser)
@@ -57,6 +63,7 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             out_of_order=options["out_of_order"],
             confirm=confirm,
             backup=options["backup"],
+            phase=options.get("phase"),
         )
     except Exception as exc:
         report_failure(out, system, exc)
