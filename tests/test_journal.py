@@ -261,3 +261,21 @@ def test_sigterm_in_an_atomic_step_rolls_it_back_audits_it_and_exits_143(target,
     assert tables == [(0,)]
     (event,) = [e for e in history.events(target.alias) if e["action"] == "apply"]
     assert event["outcome"] == "interrupted" and event["version"] == "1.0.0"
+
+
+def test_the_deploy_check_reports_an_interrupted_step(target, tmp_path, settings):
+    from django.core.checks import run_checks
+
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    scripts(folder, pause=0.05)
+    settings.TBMIGRATE_SCRIPTS_DIR = str(folder)
+    assert tbmigrate("run", "--to", "1.0.0", database=target).code == 0
+    process = start("run", "--no-input", database=target, scripts=folder)
+    wait_for_point(target, process, up=True, rows_done=30)
+    process.send_signal(signal.SIGKILL)
+    finish(process)
+    found = run_checks(include_deployment_checks=True, databases=[target.alias])
+    (error,) = [m for m in found if m.id == "migrator.E007"]
+    assert "1.0.1 backfill-cents was interrupted while applying" in error.msg
+    assert "rows done" in error.msg
