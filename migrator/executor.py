@@ -711,7 +711,7 @@ class Executor:
         stopped = isinstance(exc, signals.Terminated) or signals.received() is not None
         one_line = f"interrupted by {_signal_name()}" if stopped else _one_line(exc)
         details = self._details(script, capture, output, journal)
-        event = {
+        event: dict[str, Any] = {
             "action": action,
             "outcome": history.INTERRUPTED if stopped else history.FAILURE,
             "version": script.version,

@@ -96,9 +96,9 @@ def add(alias: str, url_or_config: str | dict[str, Any]) -> str:
 
 def remove(alias: str) -> None:
     """Close and forget a run-time alias."""
-    if hasattr(connections._connections, alias):
+    if any(c.alias == alias for c in connections.all(initialized_only=True)):
         connections[alias].close()
-        delattr(connections._connections, alias)
+        del connections[alias]
     connections.settings.pop(alias, None)
 
 
