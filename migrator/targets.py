@@ -69,7 +69,7 @@ def vendor(alias: str) -> str:
 
 def add(alias: str, url_or_config: str | dict[str, Any]) -> str:
     """Register an alias at run time from a URL (or a settings dict); return the alias."""
-    from tradingbot_site.databases import parse_url
+    from migrator.environment import parse_url
 
     if isinstance(url_or_config, str):
         redact.register_secret(redact.password_in_url(url_or_config))
@@ -104,7 +104,7 @@ def connect(alias: str):  # type: ignore[no-untyped-def]
     require(alias)
     connection = connections[alias]
     if connection.vendor == "sqlite":
-        _check_sqlite_path(alias, connection.settings_dict.get("NAME", ""))
+        _check_sqlite_path(alias, str(connection.settings_dict.get("NAME") or ""))
     try:
         connection.ensure_connection()
         if connection.vendor == "postgresql":
