@@ -23,16 +23,26 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     _apply_settings_options(args)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS)
+    _require_settings(os.environ["DJANGO_SETTINGS_MODULE"])
     from migrator.management.commands.tbmigrate import Command
 
+    Command(standalone=True).run_from_argv(["tbmigrate", "tbmigrate", *args])
+
+
+def _require_settings(module: str) -> None:
+    """A settings module that cannot be found is one line and exit 2, not a traceback
+    from inside Django's set-up (found, not imported: --help stays cheap)."""
+    import importlib.util
+
     try:
-        Command(standalone=True).run_from_argv(["tbmigrate", "tbmigrate", *args])
-    except ImportError as exc:  # a --settings / DJANGO_SETTINGS_MODULE that cannot be imported
-        if "--traceback" in args:
-            raise
-        module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError) as exc:
+        found, reason = False, str(exc)
+    else:
+        reason = "no such module"
+    if not found:
         sys.stderr.write(
-            f"tbmigrate: cannot import the settings module '{module}' ({exc}); fix "
+            f"tbmigrate: cannot import the settings module '{module}' ({reason}); fix "
             "DJANGO_SETTINGS_MODULE or --settings (or unset it for the built-in settings)\n"
         )
         sys.exit(2)
