@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     _apply_settings_options(args)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS)
+    if os.environ["DJANGO_SETTINGS_MODULE"] != SETTINGS and os.getcwd() not in sys.path:
+        # A project's settings, named from its folder, as manage.py would find them.
+        sys.path.insert(0, os.getcwd())
     _require_settings(os.environ["DJANGO_SETTINGS_MODULE"])
     from migrator.management.commands.tbmigrate import Command
 

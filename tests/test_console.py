@@ -224,3 +224,19 @@ def test_relative_sqlite_urls_are_taken_from_the_working_directory(tmp_path):
     assert f"sqlite:///{tmp_path}/rel.sqlite3" in result.stdout
     with sqlite3.connect(tmp_path / "rel.sqlite3") as connection:
         assert connection.execute("SELECT COUNT(*) FROM users").fetchone() == (0,)
+
+
+def test_a_projects_settings_are_used_when_named(tmp_path):
+    (tmp_path / "mysite").mkdir()
+    (tmp_path / "mysite" / "__init__.py").write_text("")
+    (tmp_path / "mysite" / "settings.py").write_text(
+        'from migrator.console_settings import *  # noqa: F403\nTBMIGRATE_SCRIPTS_DIR = "steps"\n'
+    )
+    mixed_scripts(tmp_path / "steps")
+    result = console(
+        "status", cwd=tmp_path, DJANGO_SETTINGS_MODULE="mysite.settings", SQLITE_DB_PATH="x.db"
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"Scripts:  {tmp_path}/steps" in result.stdout
+    flag = console("--settings", "mysite.settings", "status", cwd=tmp_path, SQLITE_DB_PATH="x.db")
+    assert flag.returncode == 0 and "3 pending" in flag.stdout
