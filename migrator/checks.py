@@ -4,7 +4,7 @@ Two checks, registered in ``apps.py``:
 
 - ``database_urls`` (every ``manage.py`` command): ``migrator.E003`` for a database URL
   that cannot be used.  It only reads settings (``TBMIGRATE_DATABASE_ERRORS``, filled
-  by ``tradingbot_site/databases.py``), so it costs nothing.
+  by ``migrator/environment.py``), so it costs nothing.
 - ``migrations`` (``--deploy`` only, tagged ``database``): reads the scripts and each
   database's history through ``MigrationSystem.status()``, the same states ``status``
   shows.  It connects to a database, which is why it is a deployment check: ``runserver``,

@@ -107,11 +107,16 @@ def _number(text: str) -> bool:
 
 
 def base_dir() -> Path:
-    return Path(getattr(settings, "BASE_DIR", Path.cwd()))
+    """Where relative path settings start: the project's ``BASE_DIR`` when its settings
+    have one (this repository, a host project), else the working directory (the
+    ``tbmigrate`` command's built-in settings have none: there is no project folder,
+    and the installed package's folder is never written to)."""
+    base = getattr(settings, "BASE_DIR", None)
+    return Path(base) if base else Path.cwd()
 
 
 def project_path(name: str) -> Path:
-    """A path setting, relative ones taken from the project root."""
+    """A path setting (a ``str`` or a ``Path``), relative ones taken from ``base_dir()``."""
     path = Path(str(get(name))).expanduser()
     return path if path.is_absolute() else base_dir() / path
 

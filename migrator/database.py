@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlparse
 from django.db import transaction
 
 _IDENT = re.compile(r'^\s*("(?:[^"]|"")+"|\[[^\]]+\]|`[^`]+`|[^\s(,]+)')
@@ -51,12 +50,43 @@ class Database:
         cursor.execute(sql, params)
         return cursor
 
-    def execute_script(self, sql: str) -> None:
-        """Run several ``;``-separated statements (split with sqlparse, no parameters)."""
-        for statement in sqlparse.split(sql):
-            statement = statement.strip().rstrip(";").strip()
-            if statement:
-                self.execute(statement)
+    def execute_script(self, sql: str, *, source: str = "", first_line: int = 1) -> None:
+        """Run several ``;``-separated statements, one at a time, without parameters.
+
+        Split as the database would (``migrator/sqlsplit.py``: dollar-quoted bodies,
+        ``DO`` blocks, triggers and comments holding ``;`` stay whole).  A statement
+        that fails is named in the error: its number, the line where it starts (in
+        ``sql``, or in the file ``source`` whose line ``first_line`` it starts on) and
+        its first line.  Inside the step's transaction (an atomic script) ``BEGIN``,
+        ``COMMIT`` and the like are refused before anything runs: they would end
+        tbmigrate's transaction, and with it the step's all-or-nothing.
+        """
+        from django.db import DatabaseError
+
+        from migrator.errors import SqlScriptError
+        from migrator.sqlsplit import split
+
+        statements = split(sql, first_line)
+        if self.connection.in_atomic_block:
+            for statement in statements:
+                if statement.controls_transaction:
+                    raise SqlScriptError(
+                        f"{statement.where(source)}: {statement.head}: tbmigrate already runs "
+                        "the step in a transaction; remove the statement, or make the script "
+                        "non-atomic (atomic = False; first line of an SQL file: "
+                        "-- tbmigrate: atomic=false)"
+                    )
+        for statement in statements:
+            try:
+                self.execute(statement.sql).close()
+            except DatabaseError as exc:
+                first, _, rest = str(exc).strip().partition("\n")
+                message = f"{first} ({statement.where(source)}: {statement.head})"
+                try:
+                    named = type(exc)(message + (f"\n{rest}" if rest else ""))
+                except Exception:  # an error class that wants other arguments
+                    named = DatabaseError(message)
+                raise named from exc
 
     def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         with self.connection.cursor() as cursor:

@@ -81,3 +81,8 @@ class Aborted(MigratorError):
 
 class BackupFailed(MigratorError):
     """A backup could not be taken (or cannot be, e.g. pg_dump is missing); nothing ran."""
+
+
+class SqlScriptError(ScriptError):
+    """SQL that cannot run as written (e.g. BEGIN/COMMIT inside tbmigrate's own
+    transaction); the message names the statement and the line where it starts."""

@@ -76,7 +76,7 @@ def vendor(alias: str) -> str:
 
 def add(alias: str, url_or_config: str | dict[str, Any]) -> str:
     """Register an alias at run time from a URL (or a settings dict); return the alias."""
-    from tradingbot_site.databases import parse_url
+    from migrator.environment import parse_url
 
     if isinstance(url_or_config, str):
         redact.register_secret(redact.password_in_url(url_or_config))

@@ -18,6 +18,12 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="Print the plan; change nothing.")
     parser.add_argument(
+        "--sql",
+        metavar="FILE",
+        help="With --dry-run: write the statements of every step to FILE ('-': stdout), "
+        "captured on a scratch database.",
+    )
+    parser.add_argument(
         "--fake",
         action="store_true",
         help="Record the migrations as applied without running them (adopt an existing database).",
@@ -47,6 +53,10 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         # Under --json a script's print() goes to stderr: stdout stays one document.
         script_output=out.script_output,
     )
+    if options.get("sql"):
+        from migrator.cli.sql import write_run_sql
+
+        return write_run_sql(out, system, options)
     out.line(f"Database: {system.database}")
     confirm = None
     if options["database"] in conf.get("PROTECTED_DATABASES"):
