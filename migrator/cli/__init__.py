@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-SUBCOMMANDS = ("status", "run", "rollback", "create", "validate", "repair", "backup")
+SUBCOMMANDS = ("status", "run", "rollback", "create", "validate", "repair", "backup", "diff")
 
 
 def load(name: str) -> ModuleType:
