@@ -360,7 +360,7 @@ def _diff_html(lines: list[str], gone: bool) -> SafeString:
     spans = format_html_join(
         "",
         '<span class="{}">{}</span>',
-        ((_diff_class(line), line) for line in lines),
+        ((_diff_class(line), line.rstrip("\n")) for line in lines),
     )
     said = (
         "The file is gone; this is what ran."
