@@ -469,7 +469,8 @@ def test_failures_say_unresolved_until_a_later_success_resolves_them(
         r[0]
         for r in rows(
             target,
-            "SELECT id FROM tbmigrate_audit_event WHERE outcome = 'failure' ORDER BY action = 'run', id",
+            "SELECT id FROM tbmigrate_audit_event WHERE outcome = 'failure' "
+            "ORDER BY action = 'run', id",
         )
     )
     for pk in (failed_step, failed_run):
