@@ -162,12 +162,20 @@ class Running:
 
     @property
     def holder_host(self) -> str:
+        """The machine of the holder: on PostgreSQL the one its ``application_name`` names
+        (the client's address is ``holder_address``), on SQLite the lock file's."""
         if not self.holder:
             return ""
-        if self.holder.get("host"):
-            return str(self.holder["host"])
         name = str(self.holder.get("application_name") or "")
-        return next((w[5:] for w in name.split() if w.startswith("host=")), "")
+        named = next((w[5:] for w in name.split() if w.startswith("host=")), "")
+        return named or str(self.holder.get("host") or "")
+
+    @property
+    def holder_address(self) -> str:
+        """PostgreSQL: the address the holder's session connects from ("" when local)."""
+        if not self.holder or not self.holder.get("backend_pid"):
+            return ""
+        return str(self.holder.get("host") or "")
 
     def seconds_since_start(self, step: Step) -> float | None:
         if step.started_at is None:

@@ -292,6 +292,7 @@ def _running_context(now: live.Running, review: Review) -> dict[str, Any]:
         "holder": {
             "pid": now.holder_pid,
             "host": now.holder_host,
+            "address": now.holder_address,
             "user": shown(holder.get("user") or ""),
             "since": formatting.when(holder.get("since")),
             "backend_pid": holder.get("backend_pid"),
