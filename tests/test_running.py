@@ -3,6 +3,7 @@ mid-step in another process, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import re
 import socket
@@ -13,7 +14,14 @@ import psycopg
 import pytest
 
 from migrator import running
-from tests.conftest import POSTGRES_URL, TestDatabase, table_script, tbmigrate, with_dbname
+from tests.conftest import (
+    POSTGRES_URL,
+    TestDatabase,
+    rows,
+    table_script,
+    tbmigrate,
+    with_dbname,
+)
 from tests.running_support import held_run
 from tests.test_admin import text_of
 
@@ -111,3 +119,129 @@ def test_a_step_waiting_on_a_lock_shows_who_blocks_it(
         assert finished.returncode == 0, finished.stderr
     finally:
         blocker.close()
+
+
+# -- a journaled step (the contract of the non-atomic journal: in_progress row + progress) ----
+PROGRESS = {
+    "updates": [
+        {
+            "table": "fills",
+            "key": "id",
+            "rows_done": 120000,
+            "rows_total": 500000,
+            "last_key": 120000,
+            "rate": 8500.0,
+            "batch_size": 10000,
+            "updated_at": "2026-12-01T19:46:17Z",
+        }
+    ],
+    "lock_waits": {"count": 2, "total_ms": 900.0, "longest_ms": 500.0},
+    "blocked_by": [
+        {
+            "pid": 4242,
+            "application_name": "risk-report",
+            "user": "bob",
+            "state": "idle in transaction",
+            "xact_start": "2026-12-01T19:40:00Z",
+            "query": "LOCK TABLE fills",
+        }
+    ],
+    "attempt": 1,
+}
+
+
+def journal(database: TestDatabase, version: str = "1.0.1", name: str = "backfill-fills") -> None:
+    """An ``in_progress`` row as the executor's journal writes it before a non-atomic step."""
+    from datetime import UTC, datetime, timedelta
+
+    from migrator.models import AppliedMigration
+    from migrator.versions import Version
+
+    now = datetime.now(UTC)
+    AppliedMigration.objects.using(database.alias).create(
+        version=version,
+        sort_key=Version.parse(version).sort_key,
+        name=name,
+        checksum="0" * 64,
+        status=AppliedMigration.IN_PROGRESS,
+        applied_at=now,
+        direction="up",
+        started_at=now - timedelta(minutes=3),
+        pid=31337,
+        progress=PROGRESS,
+        run_id="feedc0ffee123456",
+    )
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(database: TestDatabase):  # type: ignore[no-untyped-def]
+    """The migration lock, held by another session (PostgreSQL) or open file (SQLite)."""
+    from migrator import locking
+
+    if database.vendor == "postgresql":
+        with psycopg.connect(
+            with_dbname(POSTGRES_URL, database.name),
+            autocommit=True,
+            application_name=f"tbmigrate pid=31337 host={socket.gethostname()}",
+        ) as session:
+            session.execute("SELECT pg_advisory_lock(%s)", [locking.PG_LOCK_KEY])
+            yield
+    else:
+        with locking.migration_lock(database.alias, timeout=0):
+            yield
+
+
+def test_a_journaled_step_without_a_lock_holder_is_interrupted_with_how_far_it_got(
+    target, scripts_dir, settings, request
+):
+    table_script(scripts_dir, "1.0.0", "a1")
+    assert tbmigrate("run", database=target).code == 0
+    journal(target)
+    now = running.now_running(target.alias, {"1.0.1": "contract"})
+    assert now is not None and now.interrupted and not now.running
+    (step,) = now.steps
+    assert (step.label, step.action, step.phase, step.pid) == (
+        "1.0.1 backfill-fills",
+        "apply",
+        "contract",
+        31337,
+    )
+    (update,) = step.updates
+    assert update.percent == 24.0 and round(update.seconds_left or 0) == 45
+    assert step.lock_waits == running.LockWaits(2, 900.0, 500.0)
+    assert [b.pid for b in step.blocked_by] == [4242]
+    settings.TBMIGRATE_ADMIN_DATABASE = target.alias
+    client = request.getfixturevalue("admin_client")
+    page = text_of(client.get(RUNNING))
+    assert "Interrupted" in page and "tbmigrate repair VERSION" in page
+    assert "fills (by id) 120,000 500,000 24.0 % 8,500 rows/s 45 s 10,000 120000" in page
+    assert "2026-12-01 19:46:17 UTC" in page  # the progress's own time, as every time
+    assert "Lock waits so far: 2 , 900 ms in all, the longest 500 ms." in page
+    assert "4242 risk-report bob idle in transaction 2026-12-01 19:40:00 UTC LOCK TABLE fills" in (
+        page
+    )
+    # The history row's page shows the journal too, and links here.
+    (pk,) = [
+        r[0]
+        for r in rows(target, "SELECT id FROM tbmigrate_applied_migration WHERE version = '1.0.1'")
+    ]
+    detail = text_of(client.get(f"/admin/migrator/appliedmigration/{pk}/change/"))
+    assert "In progress" in detail and "rows of fills 120,000 of 500,000" in detail
+
+
+def test_a_journaled_step_while_the_lock_is_held_is_running(target, scripts_dir, settings, request):
+    table_script(scripts_dir, "1.0.0", "a1")
+    assert tbmigrate("run", database=target).code == 0
+    journal(target)
+    settings.TBMIGRATE_ADMIN_DATABASE = target.alias
+    client = request.getfixturevalue("admin_client")
+    with lock_held_elsewhere(target):
+        now = running.now_running(target.alias)
+        assert now is not None and now.running and not now.interrupted
+        assert now.step_label == "1.0.1 backfill-fills" and now.action == "apply"
+        page = text_of(client.get(RUNNING))
+        assert "Migrating now: apply 1.0.1 backfill-fills" in page
+        assert "1.0.1 backfill-fills : apply in progress" in page and "Interrupted" not in page
+        runs = client.get("/admin/migrator/auditevent/runs/").content.decode()
+        assert "feedc0ffee123456" not in runs  # the journal's run has no event yet
+    assert running.now_running(target.alias).interrupted
