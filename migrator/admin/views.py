@@ -33,6 +33,7 @@ from migrator.planner import MigrationState
 RECENT_FAILURES = 10
 RUNS_LISTED = 100
 LATEST_EVENTS = 8
+ERROR_CHARS = 240  # of an error in a table; the event's own page has the full text
 REFRESH_RUNNING, REFRESH_IDLE = 5, 15  # seconds between reloads of the now-running page
 
 
@@ -117,7 +118,7 @@ def _event_row(event: AuditEvent, review: Review, resolve: bool = False) -> dict
         "run": event.run_id[:8],
         "history_url": change_url(AppliedMigration, review.history_ids.get(event.version), review),
         "duration": formatting.duration(event.duration_ms),
-        "error": formatting.first_line(shown(event.error)),
+        "error": formatting.first_line(shown(event.error), ERROR_CHARS),
         "resolved": None,
     }
     if resolve and event.outcome in (
