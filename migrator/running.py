@@ -267,6 +267,7 @@ def _session(data: dict[str, Any]) -> Session:
     )
 
 
+IDLE_WAITS = ("Client", "Activity")
 _SESSION_SQL = """
     SELECT pid, application_name, usename, state, xact_start, left(query, 500),
            wait_event_type, wait_event, query_start
@@ -304,7 +305,8 @@ def _row_session(row: Any) -> Session:
         state=state or "",
         xact_start=_utc(xact_start),
         query=redact.scrub(query or ""),
-        wait=f"{wait_type}/{wait_event}" if wait_type else "",
+        # Waiting for the client (or idle) is no wait of the step's.
+        wait=f"{wait_type}/{wait_event}" if wait_type and wait_type not in IDLE_WAITS else "",
         query_start=_utc(query_start),
     )
 

@@ -186,6 +186,8 @@ def lock_held_elsewhere(database: TestDatabase):  # type: ignore[no-untyped-def]
         ) as session:
             session.execute("SELECT pg_advisory_lock(%s)", [locking.PG_LOCK_KEY])
             yield
+            # Unlocked before closing: a closed session's locks go a moment later.
+            session.execute("SELECT pg_advisory_unlock(%s)", [locking.PG_LOCK_KEY])
     else:
         with locking.migration_lock(database.alias, timeout=0):
             yield
