@@ -392,12 +392,14 @@ def test_a_changed_script_shows_what_ran_against_the_file_now(reviewed, client_)
     assert '<span class="tbm-diff-del">-    db.execute(&quot;CREATE TABLE quotes' in gone
 
 
+# The admin's users in ``default``, in a transactional test case: the tests below make their
+# history first and only then log in, so ``default`` must be set up whatever is selected.
+@pytest.mark.django_db(transaction=True)
 def test_a_row_applied_before_the_text_was_kept_says_so(target, scripts_dir, settings, request):
     table_script(scripts_dir, "1.0.0", "a1")
     assert tbmigrate("run", "--fake", database=target).code == 0  # runs nothing, keeps no text
     assert rows(target, "SELECT script_text FROM tbmigrate_applied_migration") == [(None,)]
     settings.TBMIGRATE_ADMIN_DATABASE = target.alias
-    allow(request, target.alias)
     client = request.getfixturevalue("admin_client")
     page = text_of(client.get(f"{HISTORY}{pk_of(target, '1.0.0')}/change/"))
     assert "The text that ran was not kept" in page
@@ -454,6 +456,9 @@ def test_an_event_links_to_its_history_row_and_the_row_back_to_it(reviewed, clie
     assert f'href="{AUDIT}{event}/change/?database=' in back
 
 
+# The admin's users in ``default``, in a transactional test case: the tests below make their
+# history first and only then log in, so ``default`` must be set up whatever is selected.
+@pytest.mark.django_db(transaction=True)
 def test_failures_say_unresolved_until_a_later_success_resolves_them(
     target, scripts_dir, settings, request
 ):
@@ -463,7 +468,6 @@ def test_failures_say_unresolved_until_a_later_success_resolves_them(
     )
     assert tbmigrate("run", database=target).code == 1
     settings.TBMIGRATE_ADMIN_DATABASE = target.alias
-    allow(request, target.alias)
     client = request.getfixturevalue("admin_client")
     failed_step, failed_run = (
         r[0]
@@ -492,6 +496,9 @@ def test_failures_say_unresolved_until_a_later_success_resolves_them(
     assert f'class="tbm-resolved" href="{AUDIT}{fixed}/change/?database=' in pending
 
 
+# The admin's users in ``default``, in a transactional test case: the tests below make their
+# history first and only then log in, so ``default`` must be set up whatever is selected.
+@pytest.mark.django_db(transaction=True)
 def test_a_failed_validation_shows_its_failing_checks_as_rows(
     target, scripts_dir, settings, request
 ):
@@ -508,7 +515,6 @@ def test_a_failed_validation_shows_its_failing_checks_as_rows(
     failing = [c for c in report["checks"] if c["level"] == "FAIL"]
     assert failing
     settings.TBMIGRATE_ADMIN_DATABASE = target.alias
-    allow(request, target.alias)
     client = request.getfixturevalue("admin_client")
     html = client.get(f"{AUDIT}{pk}/change/").content.decode()
     shown_rows = re.findall(
