@@ -8,11 +8,15 @@ means rebuilding the table, done here without losing a single child row).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlparse
+from django.db import transaction
 
 _IDENT = re.compile(r'^\s*("(?:[^"]|"")+"|\[[^\]]+\]|`[^`]+`|[^\s(,]+)')
 _CONSTRAINT_WORDS = {"constraint", "primary", "unique", "check", "foreign"}
@@ -25,6 +29,12 @@ class Database:
         self.connection = connection
         self.alias: str = connection.alias
         self.vendor: str = connection.vendor
+        # Set by the executor for a journaled (non-atomic) step: ``on_progress(info)`` is
+        # called inside each committed batch's transaction, so the recorded progress is
+        # exactly what committed; ``resume_points`` maps "table:key" to the last key an
+        # earlier, unfinished attempt committed, where a rerun may start.
+        self.on_progress: Callable[[dict[str, Any]], None] | None = None
+        self.resume_points: dict[str, Any] = {}
 
     # -- running SQL -------------------------------------------------------------------
     @property
@@ -188,29 +198,50 @@ class Database:
         where_params = list(params)[len(set_params) :]
         bar = self._progress_bar(table, q_table, where, where_params, progress)
         done, after = 0, []  # after: [] for the first batch, else [the last key done]
+        resume = self.resume_points.get(f"{table}:{key}")
+        if resume is not None:
+            after = [resume]
+        own_batches = not self.connection.in_atomic_block
+        started = time.monotonic()
         try:
             while True:
                 above = f"{q_key} > %s AND " if after else ""
-                upper = self.scalar(
-                    f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
-                    f"WHERE {above}1 = 1{condition} ORDER BY {q_key} LIMIT %s) AS batch",
-                    [*after, *where_params, batch_size],
-                )
-                if upper is None:
-                    return done
-                cursor = self.execute(
-                    f"UPDATE {q_table} SET {set_sql} WHERE {above}{q_key} <= %s{condition}",
-                    [*set_params, *after, upper, *where_params],
-                )
-                count = max(cursor.rowcount, 0)
-                cursor.close()
-                done += count
-                after = [upper]
+                with contextlib.ExitStack() as batch:
+                    if own_batches:
+                        # Each batch commits on its own, with its progress record.
+                        batch.enter_context(transaction.atomic(using=self.alias))
+                    upper = self.scalar(
+                        f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
+                        f"WHERE {above}1 = 1{condition} ORDER BY {q_key} LIMIT %s) AS batch",
+                        [*after, *where_params, batch_size],
+                    )
+                    if upper is None:
+                        return done
+                    cursor = self.execute(
+                        f"UPDATE {q_table} SET {set_sql} WHERE {above}{q_key} <= %s{condition}",
+                        [*set_params, *after, upper, *where_params],
+                    )
+                    count = max(cursor.rowcount, 0)
+                    cursor.close()
+                    done += count
+                    after = [upper]
+                    if self.on_progress is not None:
+                        elapsed = max(time.monotonic() - started, 1e-9)
+                        self.on_progress(
+                            {
+                                "table": table,
+                                "key": key,
+                                "rows_done": done,
+                                "rows_total": getattr(bar, "total", None),
+                                "last_key": upper,
+                                "rate": round(done / elapsed, 1),
+                                "batch_size": batch_size,
+                                "updated_at": datetime.now(UTC).isoformat(),
+                            }
+                        )
                 if bar is not None:
                     bar.update(count)
                 if pause:
-                    import time
-
                     time.sleep(pause)
         finally:
             if bar is not None:

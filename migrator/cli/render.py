@@ -35,6 +35,11 @@ class Output:
         self.json = bool(options.get("json"))
         self.emitted = False  # a JSON document was written (there must be exactly one)
 
+    @property
+    def script_output(self) -> Any:
+        """Where the migration scripts' own print() goes: stderr under --json."""
+        return getattr(self.stderr, "_out", sys.stderr) if self.json else None
+
     def line(self, text: str = "", level: int = 1) -> None:
         """A human line; suppressed under --json (stdout is then one JSON document)."""
         if self.verbosity >= level and not self.json:

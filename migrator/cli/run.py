@@ -38,6 +38,8 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         progress=progress(out),
         lock_timeout=options["lock_timeout"],
         step_timeouts=step_timeouts(options),
+        # Under --json a script's print() goes to stderr: stdout stays one document.
+        script_output=out.script_output,
     )
     out.line(f"Database: {system.database}")
     confirm = None

@@ -8,7 +8,7 @@ from django.core.management.base import CommandError
 
 from migrator import planner
 from migrator.api import MigrationSystem
-from migrator.cli.render import Output, duration, table, when
+from migrator.cli.render import Output, duration, progress, table, when
 from migrator.states import STATES, State
 
 help = "Show every migration and its state (applied, pending, changed, missing, failed)."
@@ -29,7 +29,7 @@ def add_arguments(parser: Any) -> None:
 
 
 def handle(out: Output, options: dict[str, Any]) -> None:
-    system = MigrationSystem(options["database"])
+    system = MigrationSystem(options["database"], progress=progress(out))
     status = system.status()
     failing = options["check"] and not status.clean
     if out.json:

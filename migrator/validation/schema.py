@@ -90,6 +90,17 @@ def history_checks(
                 [_state(s) for s in failed_ones],
             )
         )
+    stopped = [s for s in states if s.state == planner.INTERRUPTED]
+    if stopped:
+        results.append(
+            failed(
+                "history.interrupted",
+                f"{len(stopped)} non-atomic migration(s) started and never finished: "
+                + "; ".join(planner.describe_problem(s) for s in stopped)
+                + f" ({planner.INTERRUPTED.fix})",
+                [_state(s) for s in stopped],
+            )
+        )
     results.append(_order(states, records))
     return results
 

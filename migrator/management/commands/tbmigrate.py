@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import traceback
 from typing import Any
@@ -75,9 +76,13 @@ class Command(BaseCommand):
             first = (redact.scrub(str(exc)).strip().splitlines() or [exc.__class__.__name__])[0]
             raise CommandError(f"database error: {first}", returncode=1) from exc
         except KeyboardInterrupt as exc:
+            # Outside a step (a step's interruption is an ``Interrupted`` error, above):
+            # nothing was in progress.
+            signum = getattr(exc, "signum", signal.SIGINT)
             raise CommandError(
-                "interrupted; the step in progress was rolled back (see `tbmigrate status`)",
-                returncode=130,
+                f"interrupted by {signal.Signals(signum).name} before any step ran or between "
+                "steps; nothing is half-applied (see `tbmigrate status`)",
+                returncode=128 + signum,
             ) from exc
         except Exception as exc:
             if options.get("traceback"):
