@@ -3,7 +3,7 @@
 Every applied row keeps the script's bytes as they ran (zlib-compressed, see
 ``history.compress``), so a ``changed`` script can be shown as a unified diff, as
 ``git diff`` would show it: ``--- applied`` is what ran, ``+++`` is the file now.
-Rows applied before the text was kept (or faked, which runs nothing) say so; their
+Rows applied before the text was kept say so; their
 checksum still tells whether the file differs.  ``tbmigrate diff VERSION`` prints it;
 the admin's page of an applied migration shows it.
 

@@ -643,7 +643,7 @@ def insert_event_fields(alias: str, fields: dict[str, Any]) -> None:
 @dataclass(frozen=True)
 class AppliedScript:
     """A history row with the script's text as it was applied (``text`` is ``None`` when it
-    was not kept: applied before tbmigrate kept the text, or faked)."""
+    was not kept: applied before tbmigrate kept the text)."""
 
     version: str
     name: str

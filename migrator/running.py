@@ -137,7 +137,9 @@ class Running:
     def step_label(self) -> str:
         """The step being carried out, as the lock holder or the journal names it."""
         if self.holder and self.holder.get("step"):
-            return str(self.holder["step"])
+            step = str(self.holder["step"])  # the version alone, on PostgreSQL
+            journaled = next((s for s in self.steps if s.version == step), None)
+            return journaled.label if journaled else step
         return self.steps[-1].label if self.steps else ""
 
     @property

@@ -71,6 +71,7 @@ def test_a_held_atomic_step_shows_its_lock_holder(
         assert f"Process pid {held.process.pid} on {socket.gethostname()}" in page
         assert re.search(r"Holds the lock since 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)
         assert "not journaled" in page  # an atomic step reports no progress
+        assert "Migrating now: apply 1.0.1 held-step" in page  # the holder names its step
         finished = held.release()
     assert finished.returncode == 0, finished.stderr
     assert running.now_running(target.alias) is None
@@ -247,3 +248,104 @@ def test_a_journaled_step_while_the_lock_is_held_is_running(target, scripts_dir,
         runs = client.get("/admin/migrator/auditevent/runs/").content.decode()
         assert "feedc0ffee123456" not in runs  # the journal's run has no event yet
     assert running.now_running(target.alias).interrupted
+
+
+# -- the real journal: a non-atomic batched_update, in another process ----------------------
+BACKFILL = """
+db.execute(
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) "
+    "INSERT INTO accounts (id, label) SELECT i, 'a' FROM n"
+)
+db.batched_update("accounts", "label = 'b'", batch_size=10000, pause=1.0, progress=False)
+"""
+
+
+def wait_for(what, timeout: float = 60):  # type: ignore[no-untyped-def]
+    """Poll ``what()`` until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"not seen within {timeout} s")
+
+
+def mid_backfill(alias: str):  # type: ignore[no-untyped-def]
+    now = running.now_running(alias)
+    if now and now.steps and now.steps[0].updates:
+        update = now.steps[0].updates[0]
+        if 0 < update.rows_done < 50000:
+            return now
+    return None
+
+
+def test_a_real_batched_update_reports_how_far_it_got_while_it_runs(
+    target, scripts_dir, tmp_path, settings, request
+):
+    table_script(scripts_dir, "1.0.0", "accounts")
+    assert tbmigrate("run", database=target).code == 0  # tbmigrate's tables made beforehand
+    with held_run(
+        target,
+        scripts_dir,
+        tmp_path,
+        name="backfill-labels",
+        work=BACKFILL,
+        atomic=False,
+        wait_for_marker=False,
+    ) as held:
+        now = wait_for(lambda: mid_backfill(target.alias))
+        assert now.running and not now.interrupted
+        (step,) = now.steps
+        assert (step.label, step.action, step.phase, step.pid) == (
+            "1.0.1 backfill-labels",
+            "apply",
+            "",  # no phases given: the history does not know the script's
+            held.process.pid,
+        )
+        (update,) = step.updates
+        assert (update.table, update.key, update.batch_size) == ("accounts", "id", 10000)
+        assert update.rows_done % 10000 == 0 and update.last_key == update.rows_done
+        assert update.rate and update.rate > 0 and update.updated_at is not None
+        assert now.step_label == "1.0.1 backfill-labels"
+        settings.TBMIGRATE_ADMIN_DATABASE = target.alias
+        client = request.getfixturevalue("admin_client")
+        page = text_of(client.get(RUNNING))
+        assert "Migrating now: apply 1.0.1 backfill-labels" in page
+        assert "1.0.1 backfill-labels : apply in progress" in page
+        assert "Phase expand" in page  # from the scripts folder the admin reads
+        assert re.search(r"accounts \(by id\) [1-4]0,000 unknown .* rows/s", page)
+        assert "not journaled" not in page
+        finished = held.release()
+    assert finished.returncode == 0, finished.stderr
+    assert running.now_running(target.alias) is None
+
+
+def test_a_killed_batched_update_is_interrupted_with_how_far_it_got(
+    target, scripts_dir, tmp_path, settings, request
+):
+    import signal
+
+    table_script(scripts_dir, "1.0.0", "accounts")
+    assert tbmigrate("run", database=target).code == 0  # tbmigrate's tables made beforehand
+    with held_run(
+        target,
+        scripts_dir,
+        tmp_path,
+        name="backfill-labels",
+        work=BACKFILL,
+        atomic=False,
+        wait_for_marker=False,
+    ) as held:
+        seen = wait_for(lambda: mid_backfill(target.alias))
+        held.process.send_signal(signal.SIGKILL)  # no handler, no cleanup: the process is gone
+        held.process.wait(timeout=30)
+        now = wait_for(lambda: (n := running.now_running(target.alias)) and n.interrupted and n)
+    (step,) = now.steps
+    assert step.updates[0].rows_done >= seen.steps[0].updates[0].rows_done
+    assert step.updates[0].rows_done < 50000
+    settings.TBMIGRATE_ADMIN_DATABASE = target.alias
+    client = request.getfixturevalue("admin_client")
+    page = text_of(client.get(RUNNING))
+    assert "Interrupted" in page and "1.0.1 backfill-labels : apply (interrupted)" in page
+    assert f"{step.updates[0].rows_done:,}" in page

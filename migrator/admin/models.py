@@ -242,8 +242,7 @@ class AppliedMigrationAdmin(ReadOnlyAdmin):
             return format_html(
                 '<p class="tbm-not-kept" id="tbm-not-kept">{}</p>',
                 "The text that ran was not kept: this version was applied before tbmigrate kept "
-                "each script's text, or it was faked (recorded without running). Its checksum "
-                "is the only record of what ran.",
+                "each script's text. Its checksum is the only record of what ran.",
             )
         review = self._review
         state = review.by_version.get(obj.version)

@@ -288,7 +288,7 @@ def _running_context(now: live.Running, review: Review) -> dict[str, Any]:
     return {
         "running": now.running,
         "interrupted": now.interrupted,
-        "step_label": shown(now.step_label),
+        "step_label": shown(_with_name(now.step_label, review)),
         "action": now.action,
         "holder": {
             "pid": now.holder_pid,
@@ -305,6 +305,12 @@ def _running_context(now: live.Running, review: Review) -> dict[str, Any]:
         "session": _session_row(now.session) if now.session else None,
         "blocked_by": [_session_row(s) for s in now.blocked_by],
     }
+
+
+def _with_name(label: str, review: Review) -> str:
+    """``1.0.3`` (a lock holder names the version alone) as ``1.0.3 add-index``."""
+    known = review.by_version.get(label)
+    return known.label if known is not None else label
 
 
 def _session_row(session: Any) -> dict[str, Any]:

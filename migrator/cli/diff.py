@@ -4,7 +4,7 @@ Prints the unified diff of the script as it was applied (kept in the history) ag
 the file now.  Exit codes as ``git diff --exit-code`` and ``diff(1)``: 0 when the file
 is the one that ran, 1 when it differs (or is gone), 2 for bad usage (not a version,
 or a version with no history row).  A script applied before tbmigrate kept the text
-(or faked) has no diff to show; its checksum still decides 0 or 1.
+has no diff to show; its checksum still decides 0 or 1.
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         what += (
             " (checksum then "
             f"{found.applied_checksum[:12]}, now {(found.current_checksum or 'none')[:12]}); "
-            "the text that ran was not kept: it was applied before tbmigrate kept scripts' "
-            "text, or faked"
+            "the text that ran was not kept: it was applied before tbmigrate kept scripts' text"
         )
     raise CommandError(f"{label}: {what}", returncode=1)
 
