@@ -381,11 +381,25 @@ def test_the_incident_room_in_a_real_browser(incident, target, tmp_path):
             next(scripts.glob("*-1.0.2-*.py")).write_text(
                 (tmp_path / "1.0.2.as-applied").read_text()
             )
-            with held_run(target, scripts, tmp_path, version="1.0.12", name="widen-orders") as held:
+            with held_run(
+                target,
+                scripts,
+                tmp_path,
+                version="1.0.12",
+                name="rebalance-accounts",
+                atomic=False,
+                work='db.batched_update("accounts", "balance = balance + 1", batch_size=10000)',
+            ) as held:
                 page.goto(f"{site}/admin/migrator/appliedmigration/running/")
                 expect(page.locator("#tbm-holder-process")).to_contain_text(
                     f"pid {held.process.pid}"
                 )
+                expect(page.locator("#tbm-step-label")).to_have_text(
+                    "apply 1.0.12 rebalance-accounts"
+                )
+                update = page.locator("tr.tbm-update-row[data-table=accounts]")
+                expect(update.locator(".tbm-rows-done")).to_have_text("60,000")
+                expect(update.locator(".tbm-rate")).to_have_text(re.compile(r" rows/s$"))
                 expect(page.locator("#tbm-holder-since")).to_have_text(re.compile(r" UTC$"))
                 shoot(page, "#content", "running", tmp_path)
                 checked = page.locator("#tbm-checked-at").inner_text()

@@ -244,7 +244,7 @@ def test_a_journaled_step_while_the_lock_is_held_is_running(target, scripts_dir,
         assert now.step_label == "1.0.1 backfill-fills" and now.action == "apply"
         page = text_of(client.get(RUNNING))
         assert "Migrating now: apply 1.0.1 backfill-fills" in page
-        assert "1.0.1 backfill-fills : apply in progress" in page and "Interrupted" not in page
+        assert "1.0.1 backfill-fills: apply in progress" in page and "Interrupted" not in page
         runs = client.get("/admin/migrator/auditevent/runs/").content.decode()
         assert "feedc0ffee123456" not in runs  # the journal's run has no event yet
     assert running.now_running(target.alias).interrupted
@@ -312,7 +312,7 @@ def test_a_real_batched_update_reports_how_far_it_got_while_it_runs(
         client = request.getfixturevalue("admin_client")
         page = text_of(client.get(RUNNING))
         assert "Migrating now: apply 1.0.1 backfill-labels" in page
-        assert "1.0.1 backfill-labels : apply in progress" in page
+        assert "1.0.1 backfill-labels: apply in progress" in page
         assert "Phase expand" in page  # from the scripts folder the admin reads
         assert re.search(r"accounts \(by id\) [1-4]0,000 unknown .* rows/s", page)
         assert "not journaled" not in page
@@ -347,5 +347,5 @@ def test_a_killed_batched_update_is_interrupted_with_how_far_it_got(
     settings.TBMIGRATE_ADMIN_DATABASE = target.alias
     client = request.getfixturevalue("admin_client")
     page = text_of(client.get(RUNNING))
-    assert "Interrupted" in page and "1.0.1 backfill-labels : apply (interrupted)" in page
+    assert "Interrupted" in page and "1.0.1 backfill-labels: apply (interrupted)" in page
     assert f"{step.updates[0].rows_done:,}" in page
