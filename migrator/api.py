@@ -175,9 +175,10 @@ class MigrationSystem:
         if records or spool.waiting(self.alias):
             self._drain_spool()
         holder = None
-        if any(r.in_progress for r in records):
-            # A journaled step: being carried out now (someone holds the lock), or its
-            # process is gone and it was interrupted.
+        if targets.sqlite_exists(self.alias):
+            # Someone migrating now: a journaled step is being carried out (else its
+            # process is gone and it was interrupted), and status says who it is.
+            self._connect()
             holder = _db(lambda: locking.is_locked(self.alias), self.alias)
         return Status(
             self.database,

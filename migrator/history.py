@@ -639,3 +639,128 @@ def last_failures(alias: str, versions: Iterable[str]) -> dict[str, tuple[dateti
 def insert_event_fields(alias: str, fields: dict[str, Any]) -> None:
     """Write one audit event whose fields were built earlier (``spool.py``)."""
     AuditEvent.objects.using(alias).create(**fields)
+
+
+# -- read-only queries of the admin, `tbmigrate diff` and `migrator.running` -------------------
+@dataclass(frozen=True)
+class AppliedScript:
+    """A history row with the script's text as it was applied (``text`` is ``None`` when it
+    was not kept: applied before tbmigrate kept the text)."""
+
+    version: str
+    name: str
+    status: str
+    checksum: str
+    applied_at: datetime
+    run_id: str
+    text: str | None
+
+
+def script_as_applied(alias: str, version: Version | str) -> AppliedScript | None:
+    """What ran for ``version`` (``None`` when it has no history row, or no tables)."""
+    if not tables_exist(alias):
+        return None
+    row = (
+        AppliedMigration.objects.using(alias)
+        .filter(version=str(version))
+        .values_list("version", "name", "status", "checksum", "applied_at", "run_id", "script_text")
+        .first()
+    )
+    if row is None:
+        return None
+    return AppliedScript(*row[:6], text=decompress(row[6]))
+
+
+def in_progress_records(alias: str) -> list[Record]:
+    """The journaled steps (``in_progress`` rows), oldest first; empty without tables."""
+    if not tables_exist(alias):
+        return []
+    return load_versions(alias, status=IN_PROGRESS)
+
+
+def load_versions(alias: str, *, status: str) -> list[Record]:
+    """The history rows of one ``status`` as ``Record``s, in version order."""
+    rows = (
+        AppliedMigration.objects.using(alias)
+        .filter(status=status)
+        .order_by("sort_key")
+        .values_list(
+            "version",
+            "name",
+            "description",
+            "checksum",
+            "status",
+            "applied_at",
+            "duration_ms",
+            "applied_by",
+            "host",
+            "error",
+            "direction",
+            "started_at",
+            "pid",
+            "progress",
+            "run_id",
+        )
+    )
+    return [Record(Version.parse(row[0]), *row[1:]) for row in rows]
+
+
+def recent_run_ids(alias: str, limit: int = 100) -> list[str]:
+    """The run ids of the latest ``limit`` commands, newest first (by their last event)."""
+    from django.db.models import Max
+
+    rows = (
+        AuditEvent.objects.using(alias)
+        .exclude(run_id="")
+        .values("run_id")
+        .annotate(last=Max("timestamp"), last_id=Max("id"))
+        .order_by("-last", "-last_id")
+        .values_list("run_id", flat=True)
+    )
+    return list(rows[:limit])
+
+
+# What a later success must be to resolve a failure of each action: (actions, same version).
+_RESOLVED_BY = {
+    "apply": ("apply", "fake"),
+    "fake": ("apply", "fake"),
+    "revert": ("revert",),
+}
+_STEP_ACTIONS = {"run": "apply", "rollback": "revert"}
+_UNRESOLVED = (FAILURE, REFUSED, INTERRUPTED)
+
+
+def resolving_event(alias: str, event: AuditEvent) -> AuditEvent | None:
+    """The later event that made a failure good, or ``None`` while it is unresolved.
+
+    A failed (or interrupted) step is resolved by a later success of the same version in
+    the same direction (an apply also by a ``fake``, which adopts it); a failed ``run``
+    or ``rollback`` by the resolution of the step that failed in it (by a later
+    success of the same command when no step failed, e.g. a refusal); anything else
+    (validate, repair, backup) by a later success of the same action on the same version.
+    Events that are not failures resolve nothing and return ``None``.
+    """
+    if event.outcome not in _UNRESOLVED:
+        return None
+    events = AuditEvent.objects.using(alias)
+    step_action = _STEP_ACTIONS.get(event.action)
+    if step_action and event.run_id:
+        failed_step = (
+            events.filter(
+                run_id=event.run_id, action=step_action, outcome__in=(FAILURE, INTERRUPTED)
+            )
+            .order_by("-timestamp", "-id")
+            .first()
+        )
+        if failed_step is not None:
+            return resolving_event(alias, failed_step)
+    from django.db.models import Q
+
+    later = events.filter(
+        Q(timestamp__gt=event.timestamp) | Q(timestamp=event.timestamp, id__gt=event.pk),
+        outcome=SUCCESS,
+        action__in=_RESOLVED_BY.get(event.action, (event.action,)),
+    )
+    if event.version or event.action in _RESOLVED_BY:
+        later = later.filter(version=event.version)
+    return later.order_by("timestamp", "id").first()

@@ -89,6 +89,9 @@ def migration_lock(
 def is_locked(alias: str) -> dict[str, Any] | None:
     """Who holds the lock right now (``None`` when free); never waits."""
     lock = vendors.of(connections[alias]).migration_lock()
+    probe = getattr(lock, "probe", None)
+    if probe is not None:  # SQLite: look without creating the lock file
+        return None if probe() else (lock.holder() or {})
     if lock.try_acquire():
         lock.release()
         return None

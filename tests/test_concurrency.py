@@ -345,7 +345,14 @@ def test_a_terminated_session_whose_database_stays_unreachable_says_so(make_data
         db.execute("SELECT pg_sleep(60)")
         """.replace("\n        ", "\n").strip(),
     )
-    process = start("run", database=target, scripts=scripts, TBMIGRATE_AUDIT_RETRY_SECONDS="2")
+    spool = tmp_path / "spool"
+    process = start(
+        "run",
+        database=target,
+        scripts=scripts,
+        TBMIGRATE_AUDIT_RETRY_SECONDS="2",
+        TBMIGRATE_SPOOL_DIR=str(spool),
+    )
     wait_for(ready, process)
     with pg_admin() as admin:
         admin.execute(f'ALTER DATABASE "{target.name}" WITH ALLOW_CONNECTIONS false')
@@ -366,9 +373,12 @@ def test_a_terminated_session_whose_database_stays_unreachable_says_so(make_data
     assert history.load(target.alias) == []
     # Reachable again: nothing is recorded as applied, the step is simply pending, and
     # the next command writes the kept failure into the audit log, saying so.
-    status = cli("status", database=target, scripts=scripts)
+    status = cli(
+        "status", database=target, scripts=scripts, env={"TBMIGRATE_SPOOL_DIR": str(spool)}
+    )
     assert status.returncode == 0 and "1.0.0    cut-off  pending" in status.stdout
-    assert "Wrote 1 audit event(s) that an earlier run could not write" in status.stdout
+    # The step's failure and the run's own.
+    assert "Wrote 2 audit event(s) that an earlier run could not write" in status.stdout
     (event,) = [e for e in history.events(target.alias) if e["action"] == "apply"]
     assert event["outcome"] == "failure" and event["details"]["spooled"] is True
     assert "connection" in event["error"].lower() or "terminat" in event["error"].lower()

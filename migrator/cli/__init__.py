@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     "backup",
     "sql",
     "import",
+    "diff",
 )
 
 SUMMARIES = {
@@ -39,6 +40,7 @@ SUMMARIES = {
     "backup": "Back the database up into BACKUP_DIR.",
     "sql": "Print the SQL a migration runs, captured on a scratch database.",
     "import": "Bring migrations over from golang-migrate, dbmate, Flyway or Diesel.",
+    "diff": "Show what an applied script ran against the file now (a unified diff).",
 }
 
 EXAMPLES = {
@@ -98,6 +100,10 @@ examples:
   tbmigrate import golang-migrate db/migrations
   tbmigrate import flyway src/main/resources/db/migration --adopt
   tbmigrate import dbmate db/migrations --start 2.0.0""",
+    "diff": """\
+examples:
+  tbmigrate diff 1.0.3               exit 0: unchanged; 1: it differs (or the file is gone)
+  tbmigrate diff 1.0.3 --database prod""",
 }
 
 

@@ -45,7 +45,7 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         out.line(f"Database: {status.database}")
         out.line(f"Scripts:  {status.scripts_dir}")
         if status.lock_holder is not None:
-            out.line(f"Running:  {locking.holder_description(status.lock_holder)}")
+            out.line(f"Running:  {running_line(system, status)}")
         out.line()
         rows = []
         for m in status.migrations:
@@ -64,13 +64,39 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             )
         if rows:
             for line in table(
-                ["Version", "Name", "State", "Applied at (UTC)", "Duration", "Notes"], rows
+                ["Version", "Name", "State", "Applied at", "Duration", "Notes"], rows
             ):
                 out.line(line)
             out.line()
         out.summary(status.summary + ".")
     if failing:
         raise CommandError(f"status --check: not up to date ({status.summary})", returncode=1)
+
+
+def running_line(system: Any, status: Any) -> str:
+    """Who migrates the database now, the step and how far it got (``running.now_running``)."""
+    from migrator import running
+
+    phases = {str(m.version): m.script.phase for m in status.migrations if m.script}
+    try:
+        now = running.now_running(system.alias, phases)
+    except Exception:  # a diagnosis aid: the holder's own words are enough
+        now = None
+    text = locking.holder_description(status.lock_holder)
+    if now is None or not now.step_label:
+        return text
+    text += f"; {now.action} {now.step_label}"
+    for step in now.steps:
+        for update in step.updates:
+            part = f"; {update.table}: {update.rows_done:,} rows"
+            if update.rows_total:
+                part += f" of {update.rows_total:,} ({update.percent:.0f}%)"
+            if update.rate:
+                part += f", {update.rate:,.0f} rows/s"
+            if update.seconds_left is not None:
+                part += f", {update.seconds_left:.0f} s left"
+            text += part
+    return text
 
 
 def notes(m: Any, failures: dict[str, tuple[datetime, str]]) -> list[str]:
@@ -86,7 +112,7 @@ def notes(m: Any, failures: dict[str, tuple[datetime, str]]) -> list[str]:
         found.append(planner.describe_problem(m).split(f"{m.label} ", 1)[-1])
     last = failures.get(str(m.version))
     if last is not None:
-        found.append(f"last attempt failed at {last[0]:%Y-%m-%d %H:%M:%S} UTC: {last[1]}")
+        found.append(f"last attempt failed at {when(last[0])}: {last[1]}")
     return found
 
 
