@@ -22,12 +22,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from django.db import DatabaseError, connections
 
 from migrator import backup as backups
-from migrator import conf, history, locking, planner, repair, scripts, targets
+from migrator import (
+    conf,
+    history,
+    locking,
+    planner,
+    repair,
+    revert,
+    scripts,
+    signals,
+    spool,
+    targets,
+)
 from migrator.errors import (
     Aborted,
     DatabaseUnavailable,
@@ -82,6 +93,7 @@ class RunResult:
     backup: backups.Backup | None = None
     run_id: str = ""
     target: str | None = None  # where the database lands (rollback: the version left, or "0")
+    report: Report | None = None  # rollback: the measured verdict (data loss, guards)
 
     @property
     def ok(self) -> bool:
@@ -99,9 +111,14 @@ class MigrationSystem:
         progress: Progress | None = None,
         lock_timeout: float | None = None,
         step_timeouts: StepTimeouts | None = None,
+        script_output: TextIO | None = None,
     ) -> None:
         targets.require(database)
         self.alias = database
+        # Where a script's print() goes while it runs (None: stdout; the command passes
+        # stderr under --json, so stdout stays one JSON document).
+        self.script_output = script_output
+        self._held: Any = None
         self.scripts_dir = Path(scripts_dir) if scripts_dir else conf.scripts_dir()
         self.progress = progress or Progress()
         self.lock_timeout = float(
@@ -133,17 +150,35 @@ class MigrationSystem:
         return scripts.load_scripts(self.scripts_dir)
 
     def history(self) -> list[history.Record]:
+        """The history rows; none for a SQLite file that does not exist (yet), which
+        reading never creates."""
+        if not targets.sqlite_exists(self.alias):
+            targets.require_sqlite_folder(self.alias)
+            return []
         self._connect()
         return _db(lambda: history.load(self.alias), self.alias)
+
+    def last_failures(self, versions: Sequence[Any]) -> dict[str, tuple[datetime, str]]:
+        """The newest failed attempt of each of ``versions`` not followed by a success
+        (from the audit log): ``version -> (when, error)``."""
+        if not versions or not targets.sqlite_exists(self.alias):
+            return {}
+        self._connect()
+        return _db(  # type: ignore[no-any-return]
+            lambda: history.last_failures(self.alias, [str(v) for v in versions]), self.alias
+        )
 
     def status(self) -> Status:
         """Every known version and its state; reads only (creates no tables)."""
         loaded = self.scripts()
         records = self.history()
+        if records or spool.waiting(self.alias):
+            self._drain_spool()
         holder = None
-        if any(r.in_progress for r in records):
-            # A journaled step: being carried out now (someone holds the lock), or its
-            # process is gone and it was interrupted.
+        if targets.sqlite_exists(self.alias):
+            # Someone migrating now: a journaled step is being carried out (else its
+            # process is gone and it was interrupted), and status says who it is.
+            self._connect()
             holder = _db(lambda: locking.is_locked(self.alias), self.alias)
         return Status(
             self.database,
@@ -202,20 +237,20 @@ class MigrationSystem:
         to: str | None = None,
         dry_run: bool = False,
         confirm: Confirm | None = None,
-        preflight: Callable[[list[MigrationState]], dict[str, Any] | None] | None = None,
         force: bool = False,
         backup: bool = False,
+        on_report: Callable[[Report], None] | None = None,
     ) -> RunResult:
         """Revert applied scripts newest first (see ``planner.plan_rollback``).
 
-        ``preflight`` runs under the lock with the planned steps, before confirmation;
-        it may refuse (raise) or return details for the audit event.  By default it is
-        the rollback validation (``rollback_preflight``): data-loss preview and guards,
-        refusing on any FAIL unless ``force``.  ``backup`` (or the alias in
-        BACKUP_DATABASES) backs the database up after the answer, before the first step.
+        Before anything is reverted the rollback is measured (``revert.py``): every table,
+        column and row it would destroy, and the guards (``ROLLBACK_GUARDS``); any FAIL
+        refuses it unless ``force``.  ``on_report`` receives that report.  ``confirm``
+        (a person at a terminal) is asked after it, under the lock; without ``confirm``
+        the rollback is its own preview, in one pass.  ``dry_run`` reaches the same
+        verdict and keeps nothing (``RollbackRefused`` when the real one would refuse).
+        ``backup`` (or the alias in BACKUP_DATABASES) backs the database up first.
         """
-        if preflight is None:
-            preflight = self.rollback_preflight(force=force)
 
         def plan(states: list[MigrationState]) -> Plan:
             return planner.plan_rollback(states, version=version, to=to)
@@ -225,55 +260,143 @@ class MigrationSystem:
             if dry_run:
                 planned = self._plan_or_refuse("rollback", plan, audit=False)
                 result.planned, result.target = planned.labels, planned.target
+                if planned.steps:
+                    states = self.status().migrations
+                    checked = revert.preview(self.alias, planned, states)
+                    result.report = checked.report
+                    if on_report is not None:
+                        on_report(checked.report)
+                    refused, _details = validation_rollback.refusal(checked.report, force)
+                    if refused is not None:
+                        raise refused
                 return result
-            # The question waits for the preflight's preview, under the lock: only the
-            # backup is settled before it.
             with self._changing("rollback", plan, confirm=None, backup=backup) as (
                 steps,
                 backup_now,
             ):
                 result.planned, result.target = steps.labels, steps.target
-                try:
-                    checked = (preflight(list(steps.steps)) or {}) if steps.steps else {}
-                except MigratorError as exc:
-                    self._audit_refusal("rollback", exc)
-                    raise
-                if steps.steps and confirm is not None and not confirm(list(steps.steps)):
-                    raise Aborted("rollback cancelled; nothing was reverted")
-                if steps.steps and backup_now:
-                    result.backup = self._backup()
-                self._execute(
-                    result,
-                    steps.scripts,
-                    revert=True,
-                    details={"version": version, "to": to, **checked},
-                )
+                if steps.steps:
+                    details = {"version": version, "to": to}
+                    self._revert(result, steps, confirm, force, backup_now, on_report, details)
             return result
 
+    def _revert(
+        self,
+        result: RunResult,
+        plan: Plan,
+        confirm: Confirm | None,
+        force: bool,
+        backup_now: bool,
+        on_report: Callable[[Report], None] | None,
+        details: dict[str, Any],
+    ) -> None:
+        """Under the lock: measure, judge, ask, back up, revert (see ``revert.py``)."""
+        steps = list(plan.steps)
+        guard_results = validation_rollback.guards(self.alias, steps)
+
+        def judged(report: Report) -> dict[str, Any]:
+            refused, facts = validation_rollback.refusal(report, force)
+            if refused is not None:
+                self._audit_refusal("rollback", refused)
+                raise refused
+            return facts
+
+        def keep(report: Report) -> bool:
+            return validation_rollback.refusal(report, force)[0] is None
+
+        if revert.needs_copy(self.alias, steps) or confirm is not None:
+            # Measure first without keeping anything: on a copy (steps that cannot run
+            # in a transaction that is undone), or because a person must see the verdict
+            # before answering.
+            if revert.needs_copy(self.alias, steps):
+                checked = revert.on_copy(self.alias, steps, self.status().migrations, guard_results)
+            else:
+                checked = self._one_pass(steps, guard_results, keep=lambda report: False)
+            result.report = checked.report
+            if on_report is not None:
+                on_report(checked.report)
+            details.update(judged(checked.report))
+            if confirm is not None and not confirm(steps):
+                raise Aborted("rollback cancelled; nothing was reverted")
+            if backup_now:
+                result.backup = self._backup()
+            if revert.needs_copy(self.alias, steps):
+                self._execute(result, plan.scripts, revert=True, details=details)
+                return
+            on_report = None  # shown already
+        elif backup_now:
+            result.backup = self._backup()
+        try:
+            done = self._one_pass(steps, guard_results, keep=keep)
+        except MigrationFailed as exc:
+            if isinstance(exc.step, StepResult):
+                result.steps.append(exc.step)
+            _audit_quietly(
+                self.alias,
+                "rollback",
+                history.FAILURE,
+                error=str(exc),
+                details={**details, "done": [], "one_transaction": True},
+            )
+            exc.result = result
+            raise
+        result.report = result.report or done.report
+        if on_report is not None:
+            on_report(done.report)
+        details.update(judged(done.report))
+        for state, step in zip(steps, done.steps, strict=False):
+            assert state.script is not None
+            self.progress.on_start(step.action, state.script)
+            self.progress.on_done(step)
+        result.steps.extend(done.steps)
+        _audit_quietly(
+            self.alias,
+            "rollback",
+            history.SUCCESS,
+            details={**details, "done": _succeeded(result), "one_transaction": True},
+        )
+
+    def _one_pass(
+        self, steps: list[MigrationState], guard_results: list[Any], keep: Callable[[Report], bool]
+    ) -> revert.Pass:
+        return revert.one_pass(
+            self.alias,
+            steps,
+            guard_results=guard_results,
+            keep=keep,
+            step_timeouts=self.step_timeouts,
+            progress=self.progress,
+            lock=self._held,
+            busy_seconds=self.lock_timeout,
+            script_output=self.script_output,
+        )
+
     # -- validating (read-only; each writes an audit event) -----------------------------
+    # A SQLite file that does not exist yet is validated as the empty database it would
+    # be (``targets.empty_stand_in``): validating never creates it.
     def validate_schema(self) -> Report:
         """Drift against the replayed scripts, data integrity, history."""
-        return self._audited(validation_schema.validate_schema(self.alias, self.scripts_dir))
+        with targets.empty_stand_in(self.alias):
+            report = validation_schema.validate_schema(self.alias, self.scripts_dir)
+        return self._audited(report)
 
     def validate_migration(self, version: str) -> Report:
         """Preflight of ``run --to version``: target, server, disk, sessions, dry run, lint."""
-        report = validation_preflight.validate_migration(self.alias, self.scripts_dir, version)
+        with targets.empty_stand_in(self.alias):
+            report = validation_preflight.validate_migration(self.alias, self.scripts_dir, version)
         return self._audited(report)
 
     def validate_rollback(self, version: str) -> Report:
         """Rolling back ``version`` and everything newer: data-loss preview and guards."""
-        report = validation_rollback.validate_rollback(self.alias, self.scripts_dir, version)
+        with targets.empty_stand_in(self.alias):
+            report = validation_rollback.validate_rollback(self.alias, self.scripts_dir, version)
         return self._audited(report)
 
     def validate_scripts(self) -> Report:
         """Round trip of every script on scratch databases; the live database is not used."""
-        return self._audited(roundtrip.validate_scripts(self.alias, self.scripts_dir))
-
-    def rollback_preflight(
-        self, force: bool = False, on_report: Callable[[Report], None] | None = None
-    ) -> Callable[[list[MigrationState]], dict[str, Any]]:
-        """The rollback validation as a ``rollback(preflight=...)``; see ``validation.rollback``."""
-        return validation_rollback.before_rollback(self.alias, force=force, on_report=on_report)
+        with targets.empty_stand_in(self.alias):
+            report = roundtrip.validate_scripts(self.alias, self.scripts_dir)
+        return self._audited(report)
 
     @staticmethod
     def create(
@@ -387,7 +510,7 @@ class MigrationSystem:
 
     def _audit_refusal(self, action: str, exc: MigratorError) -> None:
         """Record a refusal of the history's state; bad usage leaves the database as it was."""
-        if isinstance(exc, UsageError):
+        if isinstance(exc, UsageError) or not targets.sqlite_exists(self.alias):
             return
         try:
             if history.tables_exist(self.alias):
@@ -401,17 +524,41 @@ class MigrationSystem:
         except DatabaseError:
             connections[self.alias].close()
 
-    def _connect(self) -> None:
-        targets.connect(self.alias)
+    def _drain_spool(self) -> None:
+        """Write what an earlier run could not (``spool.py``) into the audit log."""
+        if not spool.waiting(self.alias) or not targets.sqlite_exists(self.alias):
+            return
+        self._connect()
+        if not history.tables_exist(self.alias):
+            return
+        written = _db(lambda: spool.drain(self.alias), self.alias)
+        if written:
+            self.progress.on_message(
+                f"Wrote {written} audit event(s) that an earlier run could not write (kept in "
+                f"{spool.path_for(self.alias)}) into the audit log."
+            )
+
+    def _connect(self, create: bool = False) -> None:
+        targets.connect(self.alias, create=create)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """Connect, take the lock, then (and only then) create tbmigrate's tables."""
-        self._connect()
+        """Connect, take the lock, then (and only then) create tbmigrate's tables and
+        write what an earlier run could not (the spool).  While the lock is held,
+        SIGTERM and SIGINT end the step in progress as a failure does."""
+        self._connect(create=True)
         targets.require_writable(self.alias)
-        with migration_lock(self.alias, self.lock_timeout, on_wait=self.progress.on_message):
+        with (
+            migration_lock(self.alias, self.lock_timeout, on_wait=self.progress.on_message) as held,
+            signals.handled(),
+        ):
             _db(lambda: history.ensure_schema(self.alias), self.alias)
-            yield
+            self._drain_spool()
+            self._held = held
+            try:
+                yield
+            finally:
+                self._held = None
 
     def _execute(
         self,
@@ -422,7 +569,14 @@ class MigrationSystem:
         fake: bool = False,
         details: dict[str, Any],
     ) -> None:
-        executor = Executor(self.alias, self.progress, self.step_timeouts)
+        executor = Executor(
+            self.alias,
+            self.progress,
+            self.step_timeouts,
+            lock=self._held,
+            busy_seconds=self.lock_timeout,
+            script_output=self.script_output,
+        )
         action = "rollback" if revert else "run"
         try:
             for script in steps:
@@ -453,10 +607,15 @@ class MigrationSystem:
 
 
 def _audit_quietly(alias: str, action: str, outcome: str, **kwargs: Any) -> None:
+    """A run's own event; kept in the spool when the database is gone (a SQLite file
+    deleted under the run is not silently created again)."""
     try:
+        if not targets.sqlite_exists(alias):
+            raise DatabaseUnavailable("the SQLite file is gone")
         history.audit(alias, action, outcome, **kwargs)
-    except DatabaseError:
+    except (DatabaseError, DatabaseUnavailable):
         connections[alias].close()
+        spool.keep(alias, event={"action": action, "outcome": outcome, **kwargs}, record=None)
 
 
 def _db(func: Callable[[], Any], alias: str) -> Any:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from migrator.cli.render import duration
+from migrator.formatting import duration, when
 
 WIDTH, HEIGHT = 760, 190
 LEFT, RIGHT, TOP, BOTTOM = 64, 12, 14, 40  # margins: y labels left, version labels below
@@ -52,10 +52,9 @@ class Bar:
 
     @property
     def title(self) -> str:
-        when = self.point.applied_at.strftime("%Y-%m-%d %H:%M:%S")
         return (
             f"{self.point.version} {self.point.name}: {duration(self.point.duration_ms)}, "
-            f"applied {when} UTC"
+            f"applied {when(self.point.applied_at)}"
         )
 
 
@@ -86,6 +85,14 @@ class Chart:
     @property
     def dates_y(self) -> float:
         return self.bottom + 32
+
+    @property
+    def first_label(self) -> str:
+        return when(self.first_applied)
+
+    @property
+    def last_label(self) -> str:
+        return when(self.last_applied)
 
     @property
     def slowest_duration(self) -> str:

@@ -4,7 +4,7 @@ Two checks, registered in ``apps.py``:
 
 - ``database_urls`` (every ``manage.py`` command): ``migrator.E003`` for a database URL
   that cannot be used.  It only reads settings (``TBMIGRATE_DATABASE_ERRORS``, filled
-  by ``tradingbot_site/databases.py``), so it costs nothing.
+  by ``migrator/environment.py``), so it costs nothing.
 - ``migrations`` (``--deploy`` only, tagged ``database``): reads the scripts and each
   database's history through ``MigrationSystem.status()``, the same states ``status``
   shows.  It connects to a database, which is why it is a deployment check: ``runserver``,
@@ -15,7 +15,8 @@ Two checks, registered in ``apps.py``:
 Ids: ``W001`` migrations pending; ``E001`` an applied script was edited; ``E002`` a
 script cannot be loaded; ``E003`` a database URL cannot be used; ``E004`` an applied
 script's file is gone; ``E005`` a migration failed part-way; ``E006`` the database
-cannot be reached.  Nothing here raises: every failure is a message.
+cannot be reached; ``E007`` a non-atomic step was interrupted; ``W002`` one is running.
+Nothing here raises: every failure is a message.
 """
 
 from __future__ import annotations
@@ -150,6 +151,25 @@ def _state_messages(alias: str, status: Any) -> list[CheckMessage]:
                     f"`python manage.py tbmigrate repair {m.version}{option}`.",
                     obj=obj,
                     id="migrator.E005",
+                )
+            )
+        elif m.state == planner.INTERRUPTED:
+            messages.append(
+                Error(
+                    f"{planner.describe_problem(m)} on {status.database}",
+                    hint="Check what it did, then "
+                    f"`python manage.py tbmigrate repair {m.version}{option}`.",
+                    obj=obj,
+                    id="migrator.E007",
+                )
+            )
+        elif m.state == planner.RUNNING:
+            messages.append(
+                CheckWarning(
+                    f"{planner.describe_problem(m)} on {status.database}",
+                    hint="Wait for it to finish before deploying.",
+                    obj=obj,
+                    id="migrator.W002",
                 )
             )
     return messages

@@ -6,6 +6,7 @@ the default below.  Reading lazily keeps ``override_settings`` working in tests.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,11 @@ DEFAULTS: dict[str, Any] = {
     # None: the vendor of --database and of every database in DATABASES, so a project
     # configured for PostgreSQL only is not asked to run its scripts on SQLite.
     "VALIDATE_VENDORS": None,
+    # Seconds a failure's audit event is retried while the database is unreachable (a
+    # restart, a failover) before it is kept in the spool file for the next command.
+    "AUDIT_RETRY_SECONDS": 15.0,
+    # Where PostgreSQL failures that could not be audited wait (SQLite: beside the file).
+    "SPOOL_DIR": "tbmigrate-spool",
     # The database alias whose history the admin shows when no ?database= is given
     # (env TBMIGRATE_ADMIN_DATABASE overrides it).  Django's own tables stay in default.
     "ADMIN_DATABASE": "default",
@@ -67,15 +73,54 @@ DEFAULTS: dict[str, Any] = {
 
 
 def get(name: str) -> Any:
-    return getattr(settings, f"TBMIGRATE_{name}", DEFAULTS[name])
+    """``settings.TBMIGRATE_<NAME>``, else the environment variable of that name (numbers
+    and the lists' comma-separated text parsed as the default's type), else the default."""
+    key = f"TBMIGRATE_{name}"
+    if hasattr(settings, key):
+        return getattr(settings, key)
+    default = DEFAULTS[name]
+    text = os.environ.get(key)
+    if text is None or text.strip() == "":
+        return default
+    return _parsed(text.strip(), default, key)
+
+
+def _parsed(text: str, default: Any, key: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            return text.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, float) or (default is None and _number(text)):
+            return float(text)
+        if isinstance(default, int):
+            return int(text)
+    except ValueError:
+        from migrator.errors import ConfigurationError
+
+        raise ConfigurationError(f"{key}={text!r} is not a number") from None
+    if isinstance(default, list):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def base_dir() -> Path:
-    return Path(getattr(settings, "BASE_DIR", Path.cwd()))
+    """Where relative path settings start: the project's ``BASE_DIR`` when its settings
+    have one (this repository, a host project), else the working directory (the
+    ``tbmigrate`` command's built-in settings have none: there is no project folder,
+    and the installed package's folder is never written to)."""
+    base = getattr(settings, "BASE_DIR", None)
+    return Path(base) if base else Path.cwd()
 
 
 def project_path(name: str) -> Path:
-    """A path setting, relative ones taken from the project root."""
+    """A path setting (a ``str`` or a ``Path``), relative ones taken from ``base_dir()``."""
     path = Path(str(get(name))).expanduser()
     return path if path.is_absolute() else base_dir() / path
 

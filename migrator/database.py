@@ -8,11 +8,14 @@ means rebuilding the table, done here without losing a single child row).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-import sqlparse
+from django.db import transaction
 
 _IDENT = re.compile(r'^\s*("(?:[^"]|"")+"|\[[^\]]+\]|`[^`]+`|[^\s(,]+)')
 _CONSTRAINT_WORDS = {"constraint", "primary", "unique", "check", "foreign"}
@@ -25,6 +28,12 @@ class Database:
         self.connection = connection
         self.alias: str = connection.alias
         self.vendor: str = connection.vendor
+        # Set by the executor for a journaled (non-atomic) step: ``on_progress(info)`` is
+        # called inside each committed batch's transaction, so the recorded progress is
+        # exactly what committed; ``resume_points`` maps "table:key" to the last key an
+        # earlier, unfinished attempt committed, where a rerun may start.
+        self.on_progress: Callable[[dict[str, Any]], None] | None = None
+        self.resume_points: dict[str, Any] = {}
 
     # -- running SQL -------------------------------------------------------------------
     @property
@@ -41,12 +50,43 @@ class Database:
         cursor.execute(sql, params)
         return cursor
 
-    def execute_script(self, sql: str) -> None:
-        """Run several ``;``-separated statements (split with sqlparse, no parameters)."""
-        for statement in sqlparse.split(sql):
-            statement = statement.strip().rstrip(";").strip()
-            if statement:
-                self.execute(statement)
+    def execute_script(self, sql: str, *, source: str = "", first_line: int = 1) -> None:
+        """Run several ``;``-separated statements, one at a time, without parameters.
+
+        Split as the database would (``migrator/sqlsplit.py``: dollar-quoted bodies,
+        ``DO`` blocks, triggers and comments holding ``;`` stay whole).  A statement
+        that fails is named in the error: its number, the line where it starts (in
+        ``sql``, or in the file ``source`` whose line ``first_line`` it starts on) and
+        its first line.  Inside the step's transaction (an atomic script) ``BEGIN``,
+        ``COMMIT`` and the like are refused before anything runs: they would end
+        tbmigrate's transaction, and with it the step's all-or-nothing.
+        """
+        from django.db import DatabaseError
+
+        from migrator.errors import SqlScriptError
+        from migrator.sqlsplit import split
+
+        statements = split(sql, first_line)
+        if self.connection.in_atomic_block:
+            for statement in statements:
+                if statement.controls_transaction:
+                    raise SqlScriptError(
+                        f"{statement.where(source)}: {statement.head}: tbmigrate already runs "
+                        "the step in a transaction; remove the statement, or make the script "
+                        "non-atomic (atomic = False; first line of an SQL file: "
+                        "-- tbmigrate: atomic=false)"
+                    )
+        for statement in statements:
+            try:
+                self.execute(statement.sql).close()
+            except DatabaseError as exc:
+                first, _, rest = str(exc).strip().partition("\n")
+                message = f"{first} ({statement.where(source)}: {statement.head})"
+                try:
+                    named = type(exc)(message + (f"\n{rest}" if rest else ""))
+                except Exception:  # an error class that wants other arguments
+                    named = DatabaseError(message)
+                raise named from exc
 
     def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         with self.connection.cursor() as cursor:
@@ -188,29 +228,50 @@ class Database:
         where_params = list(params)[len(set_params) :]
         bar = self._progress_bar(table, q_table, where, where_params, progress)
         done, after = 0, []  # after: [] for the first batch, else [the last key done]
+        resume = self.resume_points.get(f"{table}:{key}")
+        if resume is not None:
+            after = [resume]
+        own_batches = not self.connection.in_atomic_block
+        started = time.monotonic()
         try:
             while True:
                 above = f"{q_key} > %s AND " if after else ""
-                upper = self.scalar(
-                    f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
-                    f"WHERE {above}1 = 1{condition} ORDER BY {q_key} LIMIT %s) AS batch",
-                    [*after, *where_params, batch_size],
-                )
-                if upper is None:
-                    return done
-                cursor = self.execute(
-                    f"UPDATE {q_table} SET {set_sql} WHERE {above}{q_key} <= %s{condition}",
-                    [*set_params, *after, upper, *where_params],
-                )
-                count = max(cursor.rowcount, 0)
-                cursor.close()
-                done += count
-                after = [upper]
+                with contextlib.ExitStack() as batch:
+                    if own_batches:
+                        # Each batch commits on its own, with its progress record.
+                        batch.enter_context(transaction.atomic(using=self.alias))
+                    upper = self.scalar(
+                        f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
+                        f"WHERE {above}1 = 1{condition} ORDER BY {q_key} LIMIT %s) AS batch",
+                        [*after, *where_params, batch_size],
+                    )
+                    if upper is None:
+                        return done
+                    cursor = self.execute(
+                        f"UPDATE {q_table} SET {set_sql} WHERE {above}{q_key} <= %s{condition}",
+                        [*set_params, *after, upper, *where_params],
+                    )
+                    count = max(cursor.rowcount, 0)
+                    cursor.close()
+                    done += count
+                    after = [upper]
+                    if self.on_progress is not None:
+                        elapsed = max(time.monotonic() - started, 1e-9)
+                        self.on_progress(
+                            {
+                                "table": table,
+                                "key": key,
+                                "rows_done": done,
+                                "rows_total": getattr(bar, "total", None),
+                                "last_key": upper,
+                                "rate": round(done / elapsed, 1),
+                                "batch_size": batch_size,
+                                "updated_at": datetime.now(UTC).isoformat(),
+                            }
+                        )
                 if bar is not None:
                     bar.update(count)
                 if pause:
-                    import time
-
                     time.sleep(pause)
         finally:
             if bar is not None:

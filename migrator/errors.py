@@ -27,6 +27,10 @@ class DatabaseUnavailable(MigratorError):
     """The database cannot be reached or written."""
 
 
+class DatabaseMissing(DatabaseUnavailable):
+    """A SQLite file that does not exist, met by a command that only reads."""
+
+
 class ScriptError(MigratorError):
     """A migration script cannot be loaded; the message names the file."""
 
@@ -43,6 +47,20 @@ class MigrationFailed(MigratorError):
         self.version = version
         self.step = step  # the executor's StepResult for the failed step
         self.result: object = None  # the api's RunResult so far, set by MigrationSystem
+
+
+class Interrupted(MigrationFailed):
+    """A signal (SIGTERM, SIGINT) stopped a step; it ended as a failure does."""
+
+    def __init__(
+        self, message: str, version: str | None = None, step: object = None, signum: int = 15
+    ) -> None:
+        super().__init__(message, version, step)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return 128 + self.signum
 
 
 class RollbackRefused(MigratorError):
@@ -63,3 +81,8 @@ class Aborted(MigratorError):
 
 class BackupFailed(MigratorError):
     """A backup could not be taken (or cannot be, e.g. pg_dump is missing); nothing ran."""
+
+
+class SqlScriptError(ScriptError):
+    """SQL that cannot run as written (e.g. BEGIN/COMMIT inside tbmigrate's own
+    transaction); the message names the statement and the line where it starts."""

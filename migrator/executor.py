@@ -1,46 +1,64 @@
 """Carry out a plan, one step at a time, each step with its history row.
 
-For an atomic script (the default) the step, its history row and its audit event
-are one transaction: both databases roll DDL back, so a failed step leaves nothing
-behind (``connection.features.can_rollback_ddl``, as Django's executor relies on).
-A failure's audit event is written *after* the rollback, on a fresh connection if
-the old one died, so it survives.  A script with ``atomic = False`` runs in
-autocommit; if it fails it is recorded as ``failed`` and later runs stop there until
-``tbmigrate repair``.
+Two kinds of step, chosen by asking the vendor whether DDL rolls back
+(``connection.features.can_rollback_ddl``) and the script whether it is atomic:
+
+- **Atomic** (the default on both databases): the step, its history row and its audit
+  event are one transaction, so a failed or killed step leaves nothing behind.
+- **Journaled** (``atomic = False``: ``CREATE INDEX CONCURRENTLY``, batched backfills):
+  the step cannot be rolled back, so the truth is written *before* it runs, as
+  golang-migrate's dirty flag: an ``in_progress`` history row and a ``started`` audit
+  event are committed first, the step runs in autocommit (``db.batched_update`` records
+  its progress in the same transaction as each batch), and then the row becomes
+  ``applied`` (removed, for a down) or ``failed``.  A process that dies in between
+  leaves the ``in_progress`` row, which every later command shows as ``interrupted``
+  (``planner.states``) and refuses to go past until ``tbmigrate repair``.
+
+A failure's audit event is written *after* the rollback, on a fresh connection if the
+old one died, retried with back-off for ``AUDIT_RETRY_SECONDS``; if the database stays
+unreachable it is kept in a local spool file (``spool.py``) that the next command
+writes into the audit log.  SIGTERM and SIGINT end a step as a failure does
+(``signals.py``): rolled back, or recorded as interrupted, then audited.
 
 SQLite ignores ``PRAGMA foreign_keys`` inside a transaction, and rebuilding a parent
-table with foreign keys enforced deletes or nulls its children's rows.  So, as
-Django's SQLite schema editor does, atomic steps run with foreign keys turned off
-*before* ``BEGIN`` (once per run, on again at ``close()``), and before committing
-``fkguard`` checks that the step left no row pointing at nothing that was not
-already so.
+table with foreign keys enforced deletes or nulls its children's rows.  So atomic steps
+run with foreign keys turned off *before* ``BEGIN`` (``vendors/sqlite.py``), and before
+committing ``fkguard`` checks that the step left no row pointing at nothing that was
+not already so.
 
-The cost per step is what a step must cost: on both databases a step is ``BEGIN``,
-the script's statements, one statement writing its history row and audit event
-(two on SQLite), ``COMMIT``; everything that does not change from step to step
-(session settings, who is running, the masked URL, prepared SQL, the blocker-watch
-thread) is set up once per run (``bench/`` measures it).
+A step's duration is its whole wall time, lock waits and retries included; its audit
+event keeps the attempts, the total and the longest lock wait, and the blockers seen.
+
+The cost per atomic step is what a step must cost: ``BEGIN``, the script's statements,
+one statement writing its history row and audit event (two on SQLite), ``COMMIT``;
+everything that does not change from step to step is set up once per run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import sys
 import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 from django.db import DatabaseError, connections, transaction
 
-from migrator import conf, fkguard, history, redact, targets, timeouts
+from migrator import conf, fkguard, history, redact, signals, spool, targets, timeouts, vendors
 from migrator.database import Database
-from migrator.errors import DatabaseUnavailable, MigrationFailed
+from migrator.errors import DatabaseUnavailable, Interrupted, MigrationFailed
 from migrator.logs import step_fields
 from migrator.scripts import Script
 
 logger = logging.getLogger(__name__)
+
+_OWN_TABLES = '"tbmigrate_applied_migration"'  # as Django's ORM quotes it, on both vendors
+OUTPUT_KEPT = 20_000  # characters of a script's printed output kept in its audit event
 
 
 @dataclass(frozen=True)
@@ -48,10 +66,12 @@ class StepResult:
     action: str  # apply | revert | fake
     version: str
     name: str
-    outcome: str  # success | failure
+    outcome: str  # success | failure | interrupted
     duration_ms: float
     error: str = ""
     statements: int = 0
+    attempts: int = 1
+    lock_wait_ms: float = 0.0
 
 
 @dataclass
@@ -71,6 +91,8 @@ class _Capture:
     # Facts for the audit event: lock retries made, sessions seen blocking the step.
     details: dict[str, Any] = field(default_factory=dict)
     blockers: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 1
+    lock_waits: list[float] = field(default_factory=list)  # ms lost to each lock timeout
 
     def restart(self) -> None:
         """A retried attempt: keep only its own statements."""
@@ -78,6 +100,9 @@ class _Capture:
         self.count = 0
 
     def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        if _OWN_TABLES in str(sql):
+            # The journal's own writes (batch progress) are not the script's statements.
+            return execute(sql, params, many, context)
         self.count += 1
         if len(self.statements) < self.limit:
             entry: dict[str, Any] = {"sql": str(sql)}
@@ -85,6 +110,18 @@ class _Capture:
                 entry["params"] = _params_for_audit(sql, params, many)
             self.statements.append(entry)
         return execute(sql, params, many, context)
+
+    def facts(self) -> dict[str, Any]:
+        """What the audit event says of the attempts, besides the statements."""
+        found = dict(self.details)
+        found["attempts"] = self.attempts
+        if self.lock_waits:
+            found["lock_waits"] = {
+                "count": len(self.lock_waits),
+                "total_ms": round(sum(self.lock_waits), 3),
+                "longest_ms": round(max(self.lock_waits), 3),
+            }
+        return found
 
 
 def _params_for_audit(sql: str, params: Any, many: bool) -> Any:
@@ -99,37 +136,97 @@ def _params_for_audit(sql: str, params: Any, many: bool) -> Any:
     return str(params)
 
 
+class _Tee(io.TextIOBase):
+    """Where a script's ``print`` goes while its step runs: on to ``target`` (stderr
+    under ``--json``, so stdout stays one document), and kept for the audit event."""
+
+    def __init__(self, target: TextIO) -> None:
+        self.target = target
+        self.kept: list[str] = []
+        self.size = 0
+
+    def write(self, text: str) -> int:
+        self.target.write(text)
+        if self.size < OUTPUT_KEPT:
+            self.kept.append(text[: OUTPUT_KEPT - self.size])
+            self.size += len(self.kept[-1])
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.kept)
+
+
+class _Journal:
+    """The in-progress record of a journaled step, and the progress it reports."""
+
+    def __init__(self, alias: str, version: Any) -> None:
+        self.alias = alias
+        self.version = version
+        self.progress: dict[str, Any] = {}
+
+    def update(self, info: dict[str, Any]) -> None:
+        """``db.on_progress``: called by ``batched_update`` inside each batch's
+        transaction, so the recorded progress is exactly what committed."""
+        updates = self.progress.setdefault("updates", [])
+        key = (info.get("table"), info.get("key"))
+        for i, item in enumerate(updates):
+            if (item.get("table"), item.get("key")) == key:
+                updates[i] = {**item, **info}
+                break
+        else:
+            updates.append(dict(info))
+        history.journal_progress(self.alias, self.version, self.progress)
+
+    def note(self, **facts: Any) -> None:
+        """Facts that are not a batch (lock waits, blockers); written at once."""
+        self.progress.update(facts)
+        with contextlib.suppress(DatabaseError):
+            history.journal_progress(self.alias, self.version, self.progress)
+
+
 class Executor:
-    """Runs steps on one alias.  The caller holds the migration lock."""
+    """Runs steps on one alias.  The caller holds the migration lock (``lock``: the
+    held lock, to which each step's name is told for the holder's description)."""
 
     def __init__(
         self,
         alias: str,
         progress: Progress | None = None,
         step_timeouts: timeouts.StepTimeouts | None = None,
+        *,
+        lock: Any = None,
+        busy_seconds: float | None = None,
+        script_output: TextIO | None = None,
     ) -> None:
         self.alias = alias
         self.progress = progress or Progress()
         self.timeouts = step_timeouts or timeouts.StepTimeouts.resolve()
         self.connection = connections[alias]
+        self.vendor = vendors.of(self.connection)
         self.database = targets.describe(alias)
+        self.lock = lock
+        self.busy_seconds = float(
+            conf.get("LOCK_TIMEOUT") if busy_seconds is None else busy_seconds
+        )
+        self.script_output = script_output  # None: where stdout goes now
         # Per run, not per step: the writer of history rows and audit events, SQLite's
         # foreign-key guard, the session the settings below are on, PostgreSQL's
         # blocker watch.  ``close()`` undoes the session settings.
         self._writer: history.Writer | None = None
-        self._guard = fkguard.ForeignKeyGuard(self.connection) if self._sqlite else None
+        self._guard = (
+            fkguard.ForeignKeyGuard(self.connection) if self.vendor.name == "sqlite" else None
+        )
         self._session: Any = None
-        self._fk_off = False
-        self._journal = ""  # SQLite's journal mode to put back at close()
         self._watcher: timeouts.BlockerWatch | None = None
-
-    @property
-    def _sqlite(self) -> bool:
-        return self.connection.vendor == "sqlite"
-
-    @property
-    def _postgresql(self) -> bool:
-        return self.connection.vendor == "postgresql"
+        # One transaction for several steps (``one_transaction``): failures are audited
+        # after it is undone, and wrappers (the rollback's loss meter) see every statement.
+        self._outer = False
+        self._deferred: list[tuple[Any, ...]] = []
+        self._wrappers: list[Any] = []
 
     # -- public steps ------------------------------------------------------------------
     def apply(self, script: Script) -> StepResult:
@@ -151,6 +248,7 @@ class Executor:
                 description=script.description,
                 checksum=script.checksum,
                 duration_ms=0,
+                source=script.source,
             )
             history.audit(
                 self.alias,
@@ -178,14 +276,41 @@ class Executor:
             self._watcher.close()
             self._watcher = None
         if self._session is not None and self._session is self.connection.connection:
-            with contextlib.suppress(DatabaseError), self.connection.cursor() as cursor:
-                if self._fk_off:
-                    cursor.execute("PRAGMA foreign_keys = ON")
-                if self._journal:
-                    cursor.execute(f"PRAGMA journal_mode = {self._journal}")
-                if self._postgresql and self.timeouts.statements(local=False):
-                    cursor.execute("RESET lock_timeout; RESET statement_timeout")
-        self._session, self._fk_off, self._journal = None, False, ""
+            self.vendor.end_session(self.timeouts)
+        self._session = None
+
+    @contextlib.contextmanager
+    def one_transaction(self) -> Iterator[None]:
+        """Run the steps of the body as ONE transaction (a rollback that is its own
+        preview: ``revert.py``).  Each step still writes its own history change and audit
+        event, inside it; a step that fails, or a caller that raises, undoes them all,
+        and the failure is audited after the undo so that it survives.  Only atomic
+        steps may run in it."""
+        self._prepare(atomic=True)
+        self._outer = True
+        try:
+            with transaction.atomic(using=self.alias):
+                yield
+        finally:
+            self._outer = False
+            deferred, self._deferred = self._deferred, []
+            for args in deferred:
+                with signals.shielded():
+                    self._record_failure(*args)
+
+    @contextlib.contextmanager
+    def wrapping(self, wrapper: Any) -> Iterator[None]:
+        """``wrapper`` (a ``connection.execute_wrapper``) sees each statement the steps run
+        in the body, before the step's own capture does."""
+        self._wrappers.append(wrapper)
+        try:
+            yield
+        finally:
+            self._wrappers.remove(wrapper)
+
+    def journaled(self, script: Script) -> bool:
+        """Whether ``script`` runs outside a transaction, with an in-progress record."""
+        return not (script.atomic and self.vendor.can_rollback_ddl)
 
     # -- the step itself ---------------------------------------------------------------
     def _step(
@@ -205,51 +330,126 @@ class Executor:
         )
         capture = _Capture(limit=int(conf.get("MAX_STATEMENTS_KEPT")))
         db = Database(self.connection)
+        journaled = self.journaled(script)
+        journal = _Journal(self.alias, script.version) if journaled else None
+        output = _Tee(self.script_output or sys.stdout)
         started = time.perf_counter()
         try:
-            if script.atomic:
-                duration = self._atomic_with_retries(action, script, func, capture, db)
+            if self.lock is not None:
+                self.lock.note_step(script.label, action)
+            if journal is None:
+                self._atomic_with_retries(action, script, func, capture, db, output)
             else:
-                self._prepare_session(atomic=False)
-                with self.connection.execute_wrapper(capture), self._watch(capture):
-                    func(db)
-                duration = _ms_since(started)
-                with transaction.atomic(using=self.alias):
-                    self._record_success(action, script, duration, capture)
+                self._journaled(action, script, func, capture, db, journal, output)
+            duration = _ms_since(started)
         except BaseException as exc:
             duration = _ms_since(started)
-            error = self._explain(exc, capture)
-            note = self._record_failure(action, script, exc, duration, capture)
-            result = StepResult(
-                action,
-                str(script.version),
-                script.name,
-                history.FAILURE,
-                duration,
-                error,
-                capture.count,
-            )
-            self._log(result)
-            self.progress.on_done(result)
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt / SystemExit: recorded, now let it through
-            undone = (
-                "rolled back, nothing of it remains"
-                if script.atomic
-                else "it ran outside a transaction" + ("" if note else " and is recorded as failed")
-            )
-            verb = "apply" if action == "apply" else "revert"
-            raise MigrationFailed(
-                f"{script.label} failed to {verb}: {error} ({undone}{note})",
-                str(script.version),
-                step=result,
-            ) from exc
+            return self._failed(action, script, exc, duration, capture, journal, output)
         result = StepResult(
-            action, str(script.version), script.name, history.SUCCESS, duration, "", capture.count
+            action,
+            str(script.version),
+            script.name,
+            history.SUCCESS,
+            duration,
+            "",
+            capture.count,
+            capture.attempts,
+            round(sum(capture.lock_waits), 3),
         )
         self._log(result)
         self.progress.on_done(result)
         return result
+
+    def _failed(
+        self,
+        action: str,
+        script: Script,
+        exc: BaseException,
+        duration: float,
+        capture: _Capture,
+        journal: _Journal | None,
+        output: _Tee,
+    ) -> StepResult:
+        """End a step that raised: audit it (and mark a journaled one failed or
+        interrupted), tell the caller, and raise the error that says what state the
+        database is in."""
+        stop = exc if isinstance(exc, signals.Terminated) else None
+        if stop is None and isinstance(exc, Exception) and signals.received() is not None:
+            stop = signals.pending_error()  # a SQLite statement stopped by the flag
+        with signals.shielded():
+            error = (
+                f"interrupted by {stop.name}" if stop is not None else self._explain(exc, capture)
+            )
+            if self._outer:
+                # Inside one transaction for several steps: audit after it is undone.
+                self._deferred.append((action, script, exc, duration, capture, journal, output))
+                note = ""
+            else:
+                note = self._record_failure(action, script, exc, duration, capture, journal, output)
+        outcome = history.INTERRUPTED if stop is not None else history.FAILURE
+        result = StepResult(
+            action,
+            str(script.version),
+            script.name,
+            outcome,
+            duration,
+            error,
+            capture.count,
+            capture.attempts,
+            round(sum(capture.lock_waits), 3),
+        )
+        self._log(result)
+        self.progress.on_done(result)
+        verb = "apply" if action == "apply" else "revert"
+        if journal is None and self._outer:
+            undone = (
+                "rolled back with the whole rollback, which runs as one transaction: "
+                "nothing was reverted"
+            )
+        elif journal is None:
+            undone = "rolled back, nothing of it remains"
+        else:
+            got = _progress_phrase(journal.progress)
+            undone = "it ran outside a transaction, so what it did so far stays" + (
+                f" ({got})" if got else ""
+            )
+            if not note:
+                undone += (
+                    "; recorded as interrupted: check it, then `tbmigrate repair "
+                    f"{script.version}` and run again"
+                    + (" (the batched_update resumes where it stopped)" if got else "")
+                    if stop is not None
+                    else f"; recorded as failed: clean up what it left, then `tbmigrate repair "
+                    f"{script.version}`"
+                )
+        if stop is not None:
+            raise Interrupted(
+                f"{script.label} was interrupted by {stop.name} while trying to {verb}: "
+                f"{undone}{note}",
+                str(script.version),
+                step=result,
+                signum=stop.signum,
+            ) from exc
+        if not isinstance(exc, Exception):
+            raise exc  # SystemExit and the like: recorded, now let it through
+        raise MigrationFailed(
+            f"{script.label} failed to {verb}: {error} ({undone}{note})",
+            str(script.version),
+            step=result,
+        ) from exc
+
+    @contextlib.contextmanager
+    def _running(self, capture: _Capture, output: _Tee) -> Iterator[None]:
+        """Around the script's own code: its statements captured, a signal able to stop
+        a statement, who blocks it watched, what it prints kept."""
+        with contextlib.ExitStack() as stack:
+            for wrapper in self._wrappers:
+                stack.enter_context(self.connection.execute_wrapper(wrapper))
+            stack.enter_context(self.connection.execute_wrapper(capture))
+            stack.enter_context(self._watch(capture))
+            stack.enter_context(self.vendor.interruptible())
+            stack.enter_context(contextlib.redirect_stdout(output))
+            yield
 
     def _atomic_with_retries(
         self,
@@ -258,31 +458,38 @@ class Executor:
         func: Callable[[Database], Any],
         capture: _Capture,
         db: Database,
-    ) -> float:
+        output: _Tee,
+    ) -> None:
         """Run an atomic step; when PostgreSQL's lock_timeout fires, retry the whole
         transaction after a pause (as strong_migrations does), up to the retry limit."""
+        started = time.perf_counter()
         while True:
             capture.restart()
-            started = time.perf_counter()
+            attempt_started = time.perf_counter()
             try:
-                local = self._prepare_session(atomic=True)
-                with transaction.atomic(using=self.alias):
+                local = self._prepare(atomic=True)
+                self.vendor.check_present()
+                with transaction.atomic(using=self.alias, savepoint=not self._outer):
                     if local:
-                        self._set_timeouts(local=True)
-                    with (
-                        self._tracking(),
-                        self.connection.execute_wrapper(capture),
-                        self._watch(capture),
-                    ):
+                        self.vendor.local_timeouts(self.timeouts)
+                    with self._tracking(), self._running(capture, output):
                         func(db)
                     self._check_foreign_keys()
-                    duration = _ms_since(started)
-                    self._record_success(action, script, duration, capture)
-                return duration
+                    self.vendor.check_present()
+                    self._record_success(action, script, _ms_since(started), capture, output)
+                return
             except DatabaseError as exc:
-                retries = int(capture.details.get("lock_retries", 0))
-                if not timeouts.is_lock_timeout(exc) or retries >= self.timeouts.lock_retries:
+                retries = capture.attempts - 1
+                if (
+                    not self.vendor.is_lock_timeout(exc)
+                    or self.vendor.name != "postgresql"
+                    or self._outer  # the whole transaction is gone: its caller may retry
+                ):
                     raise
+                capture.lock_waits.append(_ms_since(attempt_started))
+                if retries >= self.timeouts.lock_retries:
+                    raise
+                capture.attempts += 1
                 capture.details["lock_retries"] = retries + 1
                 blocked = timeouts.describe_blockers(capture.blockers) or "an unknown session"
                 self.progress.on_message(
@@ -293,10 +500,97 @@ class Executor:
                 time.sleep(self.timeouts.retry_pause)
                 self.progress.on_start(action, script)
 
+    def _journaled(
+        self,
+        action: str,
+        script: Script,
+        func: Callable[[Database], Any],
+        capture: _Capture,
+        db: Database,
+        journal: _Journal,
+        output: _Tee,
+    ) -> None:
+        """Journal the step, run it in autocommit, then record how it ended."""
+        started = time.perf_counter()
+        self._prepare(atomic=False)
+        self.vendor.check_present()
+        direction = "up" if action == "apply" else "down"
+        with transaction.atomic(using=self.alias):
+            history.journal_start(
+                self.alias,
+                version=script.version,
+                name=script.name,
+                description=script.description,
+                checksum=script.checksum,
+                direction=direction,
+            )
+            history.audit(
+                self.alias,
+                action,
+                history.STARTED,
+                version=script.version,
+                name=script.name,
+                details={
+                    "atomic": script.atomic,
+                    "checksum": script.checksum,
+                    "direction": direction,
+                    "note": "journaled before it runs: it cannot be rolled back",
+                },
+            )
+        db.on_progress = journal.update
+        if action == "apply":
+            db.resume_points = history.resume_points(self.alias, script.version, script.checksum)
+            if db.resume_points:
+                self.progress.on_message(
+                    f"  resuming {script.label} after an earlier attempt: "
+                    + ", ".join(f"{k} after {v}" for k, v in db.resume_points.items())
+                )
+        with self._running(capture, output):
+            func(db)
+        self.vendor.check_present()
+        duration = _ms_since(started)
+        with transaction.atomic(using=self.alias):
+            history.journal_done(
+                self.alias,
+                version=script.version,
+                direction=direction,
+                duration_ms=duration,
+                source=script.source,
+            )
+            history.audit(
+                self.alias,
+                action,
+                history.SUCCESS,
+                version=script.version,
+                name=script.name,
+                duration_ms=duration,
+                statements=capture.statements,
+                details=self._details(script, capture, output, journal),
+            )
+
+    def _details(
+        self,
+        script: Script,
+        capture: _Capture,
+        output: _Tee,
+        journal: _Journal | None = None,
+    ) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "atomic": script.atomic,
+            "checksum": script.checksum,
+            "statement_count": capture.count,
+            **capture.facts(),
+        }
+        if output.size:
+            details["output"] = output.text
+        if journal is not None and journal.progress:
+            details["progress"] = journal.progress
+        return details
+
     @contextlib.contextmanager
     def _watch(self, capture: _Capture) -> Iterator[None]:
         """While a PostgreSQL step runs with a lock timeout, note who blocks it."""
-        if not self._postgresql or not self.timeouts.lock_timeout:
+        if self.vendor.name != "postgresql" or not self.timeouts.lock_timeout:
             yield
             return
         if self._watcher is None:
@@ -313,12 +607,24 @@ class Executor:
     def _explain(self, exc: BaseException, capture: _Capture) -> str:
         """The one-line reason a step failed, in the user's terms."""
         error = _one_line(exc)
-        if timeouts.connection_lost(exc, self.connection):
+        if isinstance(exc, DatabaseUnavailable):
+            return str(exc)
+        try:
+            self.vendor.check_present()
+        except DatabaseUnavailable as gone:
+            return f"{gone} ({error})"
+        if self.vendor.connection_lost(exc):
             # pg_terminate_backend, a restarted server, a cut network: the server rolled
             # the transaction back and dropped the session's migration lock with it.
             return f"the connection to the database was lost ({error})"
-        if timeouts.is_lock_timeout(exc):
-            tries = int(capture.details.get("lock_retries", 0)) + 1
+        if self.vendor.is_lock_timeout(exc) and self.vendor.name == "sqlite":
+            return (
+                f"the database is locked by another writer and stayed locked for "
+                f"{self.busy_seconds:g} s ({error}); wait for that process to finish (or stop "
+                "it), then run again, or raise --lock-timeout"
+            )
+        if self.vendor.is_lock_timeout(exc):
+            tries = capture.attempts
             blocked = timeouts.describe_blockers(capture.blockers)
             who = (
                 f"blocked by {blocked}; wait for it to finish or end it "
@@ -358,7 +664,7 @@ class Executor:
             )
 
     def _record_success(
-        self, action: str, script: Script, duration: float, capture: _Capture
+        self, action: str, script: Script, duration: float, capture: _Capture, output: _Tee
     ) -> None:
         """The step's history change and its audit event, in the step's transaction."""
         if self._writer is None:
@@ -370,12 +676,7 @@ class Executor:
             "name": script.name,
             "duration_ms": duration,
             "statements": capture.statements,
-            "details": {
-                "atomic": script.atomic,
-                "checksum": script.checksum,
-                "statement_count": capture.count,
-                **capture.details,
-            },
+            "details": self._details(script, capture, output),
         }
         if action == "apply":
             applied = {
@@ -391,97 +692,110 @@ class Executor:
             self._writer.step_done(removed=script.version, event=event)
 
     def _record_failure(
-        self, action: str, script: Script, exc: BaseException, duration: float, capture: _Capture
+        self,
+        action: str,
+        script: Script,
+        exc: BaseException,
+        duration: float,
+        capture: _Capture,
+        journal: _Journal | None,
+        output: _Tee,
     ) -> str:
-        """Audit a failed step after its transaction is gone; return a note for the message."""
+        """Audit a failed step after its transaction is gone; return a note for the message.
+
+        The database may be gone for a moment (a restart, a failover): the write is
+        retried with back-off for ``AUDIT_RETRY_SECONDS`` (a few seconds when a signal
+        stopped us: the process is expected to end), then kept in the spool file.
+        """
         trace = "".join(traceback_module.format_exception(exc))
+        stopped = isinstance(exc, signals.Terminated) or signals.received() is not None
+        one_line = f"interrupted by {_signal_name()}" if stopped else _one_line(exc)
+        details = self._details(script, capture, output, journal)
+        event: dict[str, Any] = {
+            "action": action,
+            "outcome": history.INTERRUPTED if stopped else history.FAILURE,
+            "version": script.version,
+            "name": script.name,
+            "duration_ms": duration,
+            "error": one_line,
+            "traceback": trace,
+            "statements": capture.statements,
+            "details": details,
+        }
+        record: dict[str, Any] | None = None
+        if journal is not None:
+            when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            record = {
+                "version": str(script.version),
+                "status": history.IN_PROGRESS if stopped else history.FAILED,
+                "error": f"{action} {'interrupted' if stopped else 'failed'} at {when}: {one_line}",
+                "pid": history.actor().pid,
+            }
 
         def write() -> None:
             with transaction.atomic(using=self.alias):
-                if not script.atomic:
-                    # Part of it ran and stayed: say so in the state, not only in the log.
-                    history.record_applied(
-                        self.alias,
-                        version=script.version,
-                        name=script.name,
-                        description=script.description,
-                        checksum=script.checksum,
-                        duration_ms=duration,
-                        status=history.FAILED,
-                        error=f"{action} failed: {_one_line(exc)}",
-                    )
-                history.audit(
-                    self.alias,
-                    action,
-                    history.FAILURE,
-                    version=script.version,
-                    name=script.name,
-                    duration_ms=duration,
-                    error=_one_line(exc),
-                    traceback=trace,
-                    statements=capture.statements,
-                    details={
-                        "atomic": script.atomic,
-                        "checksum": script.checksum,
-                        "statement_count": capture.count,
-                        **capture.details,
-                    },
-                )
+                if record is not None:
+                    history.journal_end(self.alias, **record)
+                history.audit(self.alias, **event)
 
-        for attempt in (1, 2):
+        budget = float(conf.get("AUDIT_RETRY_SECONDS"))
+        if stopped:
+            budget = min(budget, 3.0)
+        deadline = time.monotonic() + budget
+        pause, attempt = 0.2, 0
+        while True:
+            attempt += 1
             try:
-                if attempt == 2:
+                if attempt > 1:
                     # The connection may have died with the step: open a new one.
                     targets.connect(self.alias)
                 write()
                 return ""
             except (DatabaseError, DatabaseUnavailable) as audit_exc:
                 logger.info("could not audit the failure (attempt %s): %s", attempt, audit_exc)
-                self.connection.close()
-        if not script.atomic:
-            return (
-                "; the failure could not be written to the audit log nor recorded as failed: "
-                "the database is unreachable, so check by hand what of it was applied before "
-                "running again"
+                with contextlib.suppress(Exception):
+                    self.connection.close()
+                if time.monotonic() + pause > deadline:
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        kept = spool.keep(self.alias, event=event, record=record)
+        where = f"kept in {kept}" if kept else "could not be kept anywhere"
+        return (
+            f"; the database stayed unreachable for {budget:g} s, so the failure's audit "
+            f"event was {where}"
+            + (" and will be written by the next tbmigrate command that reaches it" if kept else "")
+            + (
+                "; check by hand what of it was applied before running again"
+                if journal is not None
+                else ""
             )
-        return "; the failure could not be written to the audit log: the database is unreachable"
+        )
 
     # -- vendor details ----------------------------------------------------------------
-    def _prepare_session(self, atomic: bool) -> bool:
+    def _prepare(self, atomic: bool) -> bool:
         """Put the session as the next step needs it, changing only what differs.
 
-        SQLite: foreign keys off for an atomic step (``PRAGMA foreign_keys`` is ignored
-        inside a transaction, so it is set before ``BEGIN``), on for a non-atomic one.
-        PostgreSQL: the step timeouts, set once on the session.  A new connection (after
-        a lost one) starts from the defaults again.  Inside a caller's own transaction
-        nothing sticks: returns True when the timeouts must be set per step (``LOCAL``).
+        A new connection (after a lost one) starts from the defaults again, so the
+        per-run settings are applied once per connection.  Inside a caller's own
+        transaction nothing sticks: returns True when the timeouts must be set per step
+        (``SET LOCAL``).
         """
         self.connection.ensure_connection()
+        if self._outer:
+            return False  # one_transaction() set the session up before it began
         if self.connection.in_atomic_block:
-            return self._postgresql
+            return self.vendor.name == "postgresql"
         raw = self.connection.connection
         if raw is not self._session:
-            self._session, self._fk_off, self._journal = raw, False, ""
-            if self._postgresql:
-                self._set_timeouts(local=False)
-            else:
-                self._truncate_journal()
-        if self._sqlite and self._fk_off != atomic:
-            with self.connection.cursor() as cursor:
-                cursor.execute(f"PRAGMA foreign_keys = {'OFF' if atomic else 'ON'}")
-            self._fk_off = atomic
+            self._session = raw
+            self.vendor.start_session(self.timeouts, self.busy_seconds)
+        self.vendor.before_step(atomic)
         return False
 
-    def _truncate_journal(self) -> None:
-        """SQLite's default rollback journal is deleted at every commit (an unlink and a
-        directory sync per step); ``TRUNCATE`` empties it instead, as durable and
-        cheaper.  It is this connection's setting only, and ``close()`` puts it back."""
-        with self.connection.cursor() as cursor:
-            cursor.execute("PRAGMA journal_mode")
-            mode = str(cursor.fetchone()[0]).lower()
-            if mode == "delete":
-                cursor.execute("PRAGMA journal_mode = TRUNCATE")
-                self._journal = "DELETE"
+    @property
+    def _fk_off(self) -> bool:
+        return bool(getattr(self.vendor, "foreign_keys_off", False))
 
     @contextlib.contextmanager
     def _tracking(self) -> Iterator[None]:
@@ -502,12 +816,16 @@ class Executor:
                 f"{parent} (foreign key check failed)"
             )
 
-    def _set_timeouts(self, local: bool) -> None:
-        if not self._postgresql:
-            return
-        with self.connection.cursor() as cursor:
-            for statement in self.timeouts.statements(local):
-                cursor.execute(statement)
+
+def _progress_phrase(progress: dict[str, Any]) -> str:
+    from migrator.planner import progress_phrase
+
+    return progress_phrase(progress)
+
+
+def _signal_name() -> str:
+    stop = signals.pending_error()
+    return stop.name if stop is not None else "a signal"
 
 
 def _ms_since(started: float) -> float:

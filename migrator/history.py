@@ -157,7 +157,9 @@ def ensure_schema(alias: str) -> None:
         own = {*TABLES, "django_migrations"}
         check_all(table_names=[t for t in connection.introspection.table_names() if t in own])
 
-    connection.check_constraints = check_own
+    # An instance attribute shadowing the backend's method for the duration: Django's
+    # schema editor calls it on exit, and offers no other way to narrow the check.
+    connection.check_constraints = check_own  # type: ignore[method-assign]
     try:
         executor.migrate(executor.loader.graph.leaf_nodes("migrator"))
     finally:
@@ -353,8 +355,11 @@ class _InsertSql:
 
 
 def clear_failed(alias: str, version: Version) -> int:
-    """Delete the record of a *failed* version (``repair VERSION``); applied rows stay."""
-    rows = AppliedMigration.objects.using(alias).filter(version=str(version), status=FAILED)
+    """Delete the record of a *failed* or *interrupted* version (``repair VERSION``);
+    applied rows stay."""
+    rows = AppliedMigration.objects.using(alias).filter(
+        version=str(version), status__in=(FAILED, IN_PROGRESS)
+    )
     return rows.delete()[0]
 
 
@@ -371,6 +376,36 @@ def forget_applied(alias: str, version: Version) -> int:
     """Delete an applied record whose file is gone (``repair --missing``)."""
     rows = AppliedMigration.objects.using(alias).filter(version=str(version), status=APPLIED)
     return rows.delete()[0]
+
+
+def event_fields(
+    alias: str,
+    action: str,
+    outcome: str,
+    *,
+    version: Version | str = "",
+    name: str = "",
+    duration_ms: float | None = None,
+    error: str = "",
+    traceback: str = "",
+    statements: Sequence[Any] = (),
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An audit event's fields, built now (who, when, the run id), written later."""
+    return _event_fields(
+        actor(),
+        list(redact.known_secrets()),
+        targets.describe(alias),
+        action,
+        outcome,
+        version=version,
+        name=name,
+        duration_ms=duration_ms,
+        error=error,
+        traceback=traceback,
+        statements=statements,
+        details=details,
+    )
 
 
 def audit(
@@ -445,7 +480,7 @@ def events(alias: str, limit: int | None = None) -> list[dict[str, Any]]:
     if not tables_exist(alias):
         return []
     query = AuditEvent.objects.using(alias).order_by("-timestamp", "-id").values()
-    return list(query[:limit] if limit else query)
+    return [dict(row) for row in (query[:limit] if limit else query)]
 
 
 def applied_rows(alias: str) -> QuerySet[AppliedMigration]:
@@ -467,3 +502,265 @@ def _scrub_json(value: Any, secrets: Iterable[str]) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub_json(v, secrets) for v in value]
     return value
+
+
+# -- the journal of steps that cannot roll back -----------------------------------------
+def journal_start(
+    alias: str,
+    *,
+    version: Version,
+    name: str,
+    description: str,
+    checksum: str,
+    direction: str,
+) -> None:
+    """Before a non-atomic step runs: its row says ``in_progress`` (who, where, pid, when,
+    which direction), committed by the caller before the step's first statement."""
+    who = actor()
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "status": IN_PROGRESS,
+        "direction": direction,
+        "started_at": now,
+        "pid": who.pid,
+        "progress": {},
+        "applied_by": who.user,
+        "host": who.host,
+        "error": "",
+    }
+    if direction == "up":
+        fields.update(
+            sort_key=version.sort_key,
+            name=name,
+            description=description,
+            checksum=checksum,
+            applied_at=now,
+            duration_ms=0,
+            run_id=_RUN_ID.get(),
+        )
+        AppliedMigration.objects.using(alias).update_or_create(
+            version=str(version), defaults=fields
+        )
+    else:
+        changed = (
+            AppliedMigration.objects.using(alias).filter(version=str(version)).update(**fields)
+        )
+        if changed != 1:
+            raise RuntimeError(f"no history row of {version} to journal its revert on")
+
+
+def journal_progress(alias: str, version: Version, progress: dict[str, Any]) -> None:
+    """How far an in-progress step got; written in the same transaction as the work."""
+    AppliedMigration.objects.using(alias).filter(version=str(version), status=IN_PROGRESS).update(
+        progress=_scrub_json(progress, redact.known_secrets())
+    )
+
+
+def journal_done(
+    alias: str, *, version: Version, direction: str, duration_ms: float, source: bytes = b""
+) -> None:
+    """A journaled step finished: applied (up) or gone from the history (down)."""
+    rows = AppliedMigration.objects.using(alias).filter(version=str(version))
+    if direction == "down":
+        rows.delete()
+        return
+    rows.update(
+        status=APPLIED,
+        applied_at=timezone.now(),
+        duration_ms=duration_ms,
+        direction="",
+        pid=None,
+        error="",
+        progress={},
+        script_text=compress(source),
+    )
+
+
+def journal_end(alias: str, *, version: str, status: str, error: str, pid: int) -> int:
+    """A journaled step ended badly: ``failed``, or left ``in_progress`` with a note
+    (interrupted by a signal: it is interrupted once this process is gone).  Only the
+    row this process journaled is touched (a later run may own it by now)."""
+    return (
+        AppliedMigration.objects.using(alias)
+        .filter(version=version, status=IN_PROGRESS, pid=pid)
+        .update(status=status, error=redact.scrub(error))
+    )
+
+
+def resume_points(alias: str, version: Version, checksum: str) -> dict[str, Any]:
+    """Where a rerun of a journaled step may start: the last committed key of each
+    ``batched_update`` of the newest attempt of this same script that did not finish
+    (its failure or interruption event, or the ``repair`` that cleared it)."""
+    events_of = AuditEvent.objects.using(alias).filter(version=str(version))
+    newest = events_of.filter(action__in=("apply", "repair")).order_by("-timestamp", "-id")
+    for action, outcome, details in newest.values_list("action", "outcome", "details")[:5]:
+        if action == "apply" and outcome == SUCCESS:
+            return {}
+        if action == "apply" and outcome == STARTED:
+            continue
+        facts = details or {}
+        was = facts.get("was") or {}
+        if action == "repair" and was.get("direction", "up") != "up":
+            return {}  # a revert was interrupted: its keys say nothing of where an up got
+        progress = facts.get("progress") or was.get("progress")
+        if not progress or facts.get("checksum", was.get("checksum", checksum)) != checksum:
+            continue
+        return {
+            f"{item['table']}:{item.get('key', 'id')}": item["last_key"]
+            for item in progress.get("updates", [])
+            if item.get("table") and item.get("last_key") is not None
+        }
+    return {}
+
+
+def last_failures(alias: str, versions: Iterable[str]) -> dict[str, tuple[datetime, str]]:
+    """The newest failed ``apply`` of each of ``versions`` not followed by a success:
+    ``version -> (when, error)`` (``status`` notes it beside a pending version)."""
+    wanted = [str(v) for v in versions]
+    if not wanted or not tables_exist(alias):
+        return {}
+    rows = (
+        AuditEvent.objects.using(alias)
+        .filter(action="apply", version__in=wanted, outcome__in=(FAILURE, INTERRUPTED, SUCCESS))
+        .order_by("-timestamp", "-id")
+        .values_list("version", "outcome", "timestamp", "error")
+    )
+    found: dict[str, tuple[datetime, str]] = {}
+    seen: set[str] = set()
+    for version, outcome, when, error in rows:
+        if version in seen:
+            continue
+        seen.add(version)
+        if outcome != SUCCESS:
+            found[version] = (when, error)
+    return found
+
+
+def insert_event_fields(alias: str, fields: dict[str, Any]) -> None:
+    """Write one audit event whose fields were built earlier (``spool.py``)."""
+    AuditEvent.objects.using(alias).create(**fields)
+
+
+# -- read-only queries of the admin, `tbmigrate diff` and `migrator.running` -------------------
+@dataclass(frozen=True)
+class AppliedScript:
+    """A history row with the script's text as it was applied (``text`` is ``None`` when it
+    was not kept: applied before tbmigrate kept the text)."""
+
+    version: str
+    name: str
+    status: str
+    checksum: str
+    applied_at: datetime
+    run_id: str
+    text: str | None
+
+
+def script_as_applied(alias: str, version: Version | str) -> AppliedScript | None:
+    """What ran for ``version`` (``None`` when it has no history row, or no tables)."""
+    if not tables_exist(alias):
+        return None
+    row = (
+        AppliedMigration.objects.using(alias)
+        .filter(version=str(version))
+        .values_list("version", "name", "status", "checksum", "applied_at", "run_id", "script_text")
+        .first()
+    )
+    if row is None:
+        return None
+    return AppliedScript(*row[:6], text=decompress(row[6]))
+
+
+def in_progress_records(alias: str) -> list[Record]:
+    """The journaled steps (``in_progress`` rows), oldest first; empty without tables."""
+    if not tables_exist(alias):
+        return []
+    return load_versions(alias, status=IN_PROGRESS)
+
+
+def load_versions(alias: str, *, status: str) -> list[Record]:
+    """The history rows of one ``status`` as ``Record``s, in version order."""
+    rows = (
+        AppliedMigration.objects.using(alias)
+        .filter(status=status)
+        .order_by("sort_key")
+        .values_list(
+            "version",
+            "name",
+            "description",
+            "checksum",
+            "status",
+            "applied_at",
+            "duration_ms",
+            "applied_by",
+            "host",
+            "error",
+            "direction",
+            "started_at",
+            "pid",
+            "progress",
+            "run_id",
+        )
+    )
+    return [Record(Version.parse(row[0]), *row[1:]) for row in rows]
+
+
+def recent_run_ids(alias: str, limit: int = 100) -> list[str]:
+    """The run ids of the latest ``limit`` commands, newest first (by their last event)."""
+    from django.db.models import Max
+
+    rows = (
+        AuditEvent.objects.using(alias)
+        .exclude(run_id="")
+        .values("run_id")
+        .annotate(last=Max("timestamp"), last_id=Max("id"))
+        .order_by("-last", "-last_id")
+        .values_list("run_id", flat=True)
+    )
+    return list(rows[:limit])
+
+
+# What a later success must be to resolve a failure of each action: (actions, same version).
+_RESOLVED_BY = {
+    "apply": ("apply", "fake"),
+    "fake": ("apply", "fake"),
+    "revert": ("revert",),
+}
+_STEP_ACTIONS = {"run": "apply", "rollback": "revert"}
+_UNRESOLVED = (FAILURE, REFUSED, INTERRUPTED)
+
+
+def resolving_event(alias: str, event: AuditEvent) -> AuditEvent | None:
+    """The later event that made a failure good, or ``None`` while it is unresolved.
+
+    A failed (or interrupted) step is resolved by a later success of the same version in
+    the same direction (an apply also by a ``fake``, which adopts it); a failed ``run``
+    or ``rollback`` by the resolution of the step that failed in it (by a later
+    success of the same command when no step failed, e.g. a refusal); anything else
+    (validate, repair, backup) by a later success of the same action on the same version.
+    Events that are not failures resolve nothing and return ``None``.
+    """
+    if event.outcome not in _UNRESOLVED:
+        return None
+    events = AuditEvent.objects.using(alias)
+    step_action = _STEP_ACTIONS.get(event.action)
+    if step_action and event.run_id:
+        failed_step = (
+            events.filter(
+                run_id=event.run_id, action=step_action, outcome__in=(FAILURE, INTERRUPTED)
+            )
+            .order_by("-timestamp", "-id")
+            .first()
+        )
+        if failed_step is not None:
+            return resolving_event(alias, failed_step)
+    from django.db.models import Q
+
+    later = events.filter(
+        Q(timestamp__gt=event.timestamp) | Q(timestamp=event.timestamp, id__gt=event.pk),
+        outcome=SUCCESS,
+        action__in=_RESOLVED_BY.get(event.action, (event.action,)),
+    )
+    if event.version or event.action in _RESOLVED_BY:
+        later = later.filter(version=event.version)
+    return later.order_by("timestamp", "id").first()

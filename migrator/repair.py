@@ -79,4 +79,8 @@ def _record(record: history.Record) -> dict[str, object]:
         "applied_by": record.applied_by,
         "host": record.host,
         "error": record.error,
+        "direction": record.direction,
+        "started_at": record.started_at.isoformat() if record.started_at else None,
+        "pid": record.pid,
+        "progress": record.progress or {},
     }

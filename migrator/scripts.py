@@ -3,8 +3,10 @@
 A script is a Python file in the scripts folder named
 ``YYYY-MM-DDTHH-mm-ss-VERSION-NAME.py`` (the time stamp is optional) that defines
 ``version``, ``up(db)`` and optionally ``name``, ``description``, ``atomic`` and
-``down(db)``.  Loading never writes anything and returns immutable ``Script``
-objects; every problem becomes a ``ScriptError`` naming the file.
+``down(db)``; or plain SQL (``….up.sql`` / ``….down.sql``, or one ``….sql`` with
+``-- migrate:up`` / ``-- migrate:down``; see ``sql_scripts.py``).  Loading never writes
+anything and returns immutable ``Script`` objects; every problem becomes a
+``ScriptError`` naming the file.
 
 The code that runs is compiled from the very bytes that were hashed, so a stored
 checksum always describes the code that was executed.
@@ -82,20 +84,37 @@ def shown(path: Path) -> str:
 
 
 def script_files(folder: Path) -> list[Path]:
-    """Candidate script files: ``*.py`` not starting with ``_`` or ``.``."""
+    """One path per script: ``*.py`` files, and the first file of each SQL migration
+    (``load_script`` finds the others), none starting with ``_`` or ``.``."""
     if not folder.is_dir():
         raise ScriptError(
             f"the scripts folder {shown(folder)} does not exist "
             "(create it, or set TBMIGRATE_SCRIPTS_DIR to the folder that holds the scripts)"
         )
-    return sorted(
-        path
-        for path in folder.iterdir()
-        if path.suffix == ".py" and not path.name.startswith(("_", ".")) and path.is_file()
-    )
+    python, sql = [], []
+    for path in folder.iterdir():
+        if path.name.startswith(("_", ".")) or path.suffix not in (".py", ".sql"):
+            continue
+        if path.is_file():
+            (python if path.suffix == ".py" else sql).append(path)
+    if not sql:
+        return sorted(python)
+    from migrator import sql_scripts
+
+    return sorted([*python, *sql_scripts.group_files(sql)])
 
 
 def parse_file_name(path: Path) -> tuple[Version, str]:
+    if path.suffix == ".sql":
+        from migrator import sql_scripts
+
+        parsed = sql_scripts.parse_name(path)
+        if not NAME.match(parsed.name):
+            raise ScriptError(
+                f"{shown(path)}: the name '{parsed.name}' must be lower-case words joined by "
+                "hyphens, e.g. 2026-11-26T10-00-00-1.0.3-add-notes.up.sql"
+            )
+        return parsed.version, parsed.name
     match = FILE_NAME.match(path.name)
     if not match or not NAME.match(match.group("name")):
         raise ScriptError(
@@ -174,6 +193,8 @@ def _cache_entries(folder: Path) -> dict[str, list[str]]:
 def load_script(path: Path) -> Script:
     """Load one file into a ``Script``; raise ``ScriptError`` naming the file."""
     file_version, file_name = parse_file_name(path)
+    if path.suffix == ".sql":
+        return _load_sql(path)
     data = path.read_bytes()
     digest = checksum(data)
     cached = _LOADED.get((str(path), digest))
@@ -251,6 +272,32 @@ def _script_from_module(
         source=data,
         **options,
     )
+
+
+def _load_sql(path: Path) -> Script:
+    from migrator import sql_scripts
+
+    loaded = sql_scripts.load(path, checksum)
+    key = (str(loaded.path), loaded.checksum)
+    cached = _LOADED.get(key)
+    if cached is not None:
+        return cached
+    options = script_options(loaded.options, _Shown(loaded.path))
+    script = Script(
+        version=loaded.version,
+        name=loaded.name,
+        description=loaded.description,
+        path=loaded.path,
+        checksum=loaded.checksum,
+        up=loaded.up,
+        down=loaded.down,
+        atomic=loaded.atomic,
+        source=loaded.source,
+        kind="sql",
+        **options,
+    )
+    _LOADED[key] = script
+    return script
 
 
 PHASES = ("expand", "contract")
@@ -375,10 +422,36 @@ def render(version: Version, name: str, description: str) -> str:
     )
 
 
+SQL_UP_TEMPLATE = """\
+-- {description}
+--
+-- {version} {name}: statements separated by ";", run in one transaction with the
+-- history row (a first line "-- tbmigrate: atomic=false" runs them without one, e.g.
+-- for CREATE INDEX CONCURRENTLY). A file with no statement never counts as applied.
+-- Where PostgreSQL and SQLite need different SQL, write ….postgresql.up.sql and
+-- ….sqlite.up.sql (each with its .down.sql) instead of this pair.
+
+"""
+
+SQL_DOWN_TEMPLATE = """\
+-- Undo exactly what the .up.sql of {version} {name} did. Delete this file only if the
+-- change cannot be undone: rollback then refuses, and `tbmigrate status` shows it as
+-- irreversible.
+
+"""
+
+
 def create_script(
-    folder: Path, version_text: str, name: str, description: str = "", now: datetime | None = None
+    folder: Path,
+    version_text: str,
+    name: str,
+    description: str = "",
+    now: datetime | None = None,
+    *,
+    sql: bool = False,
 ) -> Path:
-    """Write a new script from the template and return its path."""
+    """Write a new script from the template and return its path (the ``.up.sql`` of an
+    SQL pair, whose ``.down.sql`` is written beside it)."""
     try:
         version = Version.parse(version_text)
     except ValueError as exc:
@@ -394,13 +467,50 @@ def create_script(
             "(create it, or set TBMIGRATE_SCRIPTS_DIR)"
         )
     for path in script_files(folder):
-        match = FILE_NAME.match(path.name)
-        if match and match.group("version") == str(version):
+        try:
+            existing = parse_file_name(path)[0]
+        except ScriptError:
+            continue
+        if existing == version:
             raise UsageError(
                 f"version {version} already exists in {shown(path)} (choose the next free version)"
             )
     stamp = (now or datetime.now(UTC)).strftime(STAMP_FORMAT)
-    path = folder / f"{stamp}-{version}-{name}.py"
-    with path.open("x", encoding="utf-8") as handle:
-        handle.write(render(version, name, description))
-    return path
+    stem = f"{stamp}-{version}-{name}"
+    if sql:
+        text = description or name.replace("-", " ").capitalize()
+        files = {
+            folder / f"{stem}.up.sql": SQL_UP_TEMPLATE.format(
+                description=text.replace("\n", " "), version=version, name=name
+            ),
+            folder / f"{stem}.down.sql": SQL_DOWN_TEMPLATE.format(version=version, name=name),
+        }
+    else:
+        files = {folder / f"{stem}.py": render(version, name, description)}
+    _check_name_length(folder, files)
+    written: list[Path] = []
+    try:
+        for path, content in files.items():
+            with path.open("x", encoding="utf-8") as handle:
+                written.append(path)
+                handle.write(content)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return next(iter(files))
+
+
+def _check_name_length(folder: Path, files: Mapping[Path, str]) -> None:
+    """A name too long for the file system is bad usage, said before anything is written."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for path in files:
+        size = len(os.fsencode(path.name))
+        if size > limit:
+            raise UsageError(
+                f"the file name {path.name[:40]}… would be {size} bytes, more than the {limit} "
+                "this file system allows; choose a shorter NAME"
+            )

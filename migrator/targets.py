@@ -8,8 +8,11 @@ password ever reaches a message (``describe`` masks it).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 
 from migrator import redact
-from migrator.errors import ConfigurationError, DatabaseUnavailable, UsageError
+from migrator.errors import ConfigurationError, DatabaseMissing, DatabaseUnavailable, UsageError
 
 VENDORS = {"postgresql", "sqlite"}
 _URL_VARIABLES = {"default": "DATABASE_URL", "qa": "QA_DATABASE_URL", "prod": "PROD_DATABASE_URL"}
@@ -46,12 +49,16 @@ def require(alias: str) -> None:
         )
 
 
+# alias -> the SQLite path an in-memory stand-in replaces while a read-only command runs
+_STAND_INS: dict[str, str] = {}
+
+
 def describe(alias: str) -> str:
     """The alias as a URL with its password masked, e.g. ``postgresql://bob:***@db:5432/trading``."""
     config = connections.settings[alias]
     engine = config.get("ENGINE", "")
     if engine.endswith("sqlite3"):
-        return f"sqlite:///{config.get('NAME', '')}"
+        return f"sqlite:///{_STAND_INS.get(alias) or config.get('NAME', '')}"
     if engine.endswith("postgresql"):
         user = config.get("USER") or ""
         secret = ":" + redact.MASK if config.get("PASSWORD") else ""
@@ -69,7 +76,7 @@ def vendor(alias: str) -> str:
 
 def add(alias: str, url_or_config: str | dict[str, Any]) -> str:
     """Register an alias at run time from a URL (or a settings dict); return the alias."""
-    from tradingbot_site.databases import parse_url
+    from migrator.environment import parse_url
 
     if isinstance(url_or_config, str):
         redact.register_secret(redact.password_in_url(url_or_config))
@@ -89,22 +96,55 @@ def add(alias: str, url_or_config: str | dict[str, Any]) -> str:
 
 def remove(alias: str) -> None:
     """Close and forget a run-time alias."""
-    if hasattr(connections._connections, alias):
+    if any(c.alias == alias for c in connections.all(initialized_only=True)):
         connections[alias].close()
-        delattr(connections._connections, alias)
+        del connections[alias]
     connections.settings.pop(alias, None)
 
 
-def application_name() -> str:
-    return f"tbmigrate pid={os.getpid()} host={socket.gethostname()}"[:63]
+def application_name(step: str = "", action: str = "") -> str:
+    """``tbmigrate pid=4242 apply=1.0.3 host=ci-runner-7`` (PostgreSQL keeps 63 bytes):
+    who is migrating, and which step it is on, for the lock holder's description."""
+    doing = f" {action}={step}" if step and action else ""
+    return f"tbmigrate pid={os.getpid()}{doing} host={socket.gethostname()}"[:63]
 
 
-def connect(alias: str):  # type: ignore[no-untyped-def]
-    """Open the alias's connection, turning every failure into one clear line."""
+_APPLICATION = re.compile(
+    r"^tbmigrate pid=(?P<pid>\d+)(?: (?P<action>apply|revert|fake)=(?P<step>\S+))?"
+    r"(?: host=(?P<host>\S*))?"
+)
+
+
+def parse_application_name(name: str) -> dict[str, Any]:
+    """The facts ``application_name`` put in a session's name (empty if not ours)."""
+    match = _APPLICATION.match(name)
+    if not match:
+        return {}
+    found: dict[str, Any] = {"pid": int(match.group("pid"))}
+    if match.group("step"):
+        found["step"], found["action"] = match.group("step"), match.group("action")
+    if match.group("host"):
+        found["client_host"] = match.group("host")
+    return found
+
+
+def connect(alias: str, *, create: bool = False):  # type: ignore[no-untyped-def]
+    """Open the alias's connection, turning every failure into one clear line.
+
+    A SQLite file that does not exist is created only when ``create`` (a command that
+    writes: run, rollback, repair, backup); reading it raises ``DatabaseMissing``, so
+    ``status`` or a validation never leaves an empty file behind.
+    """
     require(alias)
     connection = connections[alias]
     if connection.vendor == "sqlite":
-        _check_sqlite_path(alias, connection.settings_dict.get("NAME", ""))
+        name = str(connection.settings_dict.get("NAME", "") or "")
+        _check_sqlite_path(alias, name)
+        if not create and connection.connection is None and not sqlite_exists(alias):
+            raise DatabaseMissing(
+                f"database {describe(alias)} does not exist yet ({variable_for(alias)}): "
+                "nothing has been applied to it; `tbmigrate run` creates it"
+            )
     try:
         connection.ensure_connection()
         if connection.vendor == "postgresql":
@@ -179,6 +219,51 @@ def require_writable(alias: str) -> None:
             f"read-only for this user ({exc.strerror}); fix its permissions, run as its "
             "owner, or point the URL at a writable copy"
         ) from None
+
+
+def sqlite_path(alias: str) -> Path | None:
+    """The file of a SQLite alias (``None``: PostgreSQL, or a database in memory)."""
+    config = connections.settings[alias]
+    if not str(config.get("ENGINE", "")).endswith("sqlite3"):
+        return None
+    name = str(config.get("NAME") or "")
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(name)
+
+
+@contextlib.contextmanager
+def empty_stand_in(alias: str) -> Iterator[bool]:
+    """Read a SQLite alias whose file does not exist as the empty database it would be:
+    in memory for the body, so a validation never creates the file (yields whether it
+    stood in).  Everything shown still names the real path."""
+    path = sqlite_path(alias)
+    if path is None or path.exists() or alias in _STAND_INS:
+        yield False
+        return
+    require_sqlite_folder(alias)
+    config = connections.settings[alias]
+    connections[alias].close()
+    _STAND_INS[alias] = str(config["NAME"])
+    config["NAME"] = ":memory:"
+    try:
+        yield True
+    finally:
+        connections[alias].close()
+        config["NAME"] = _STAND_INS.pop(alias)
+
+
+def sqlite_exists(alias: str) -> bool:
+    """False only for a SQLite alias whose file is not there (yet, or any more)."""
+    path = sqlite_path(alias)
+    return path is None or path.exists()
+
+
+def require_sqlite_folder(alias: str) -> None:
+    """Raise the clear error of a SQLite path whose folder does not exist."""
+    path = sqlite_path(alias)
+    if path is not None:
+        _check_sqlite_path(alias, str(path))
 
 
 def _check_sqlite_path(alias: str, name: str) -> None:

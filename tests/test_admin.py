@@ -266,7 +266,8 @@ def test_search_and_filters_narrow_the_lists(reviewed, client_):
         == 0
     )
     found = client_.get(AUDIT, {"q": "1.0.11"}).context["cl"]
-    assert found.result_count == 2 and {e.version for e in found.result_list} == {"1.0.11"}
+    # 1.0.11 is non-atomic: journaled (started), then failed; and the failed run's own event
+    assert found.result_count == 3 and {e.version for e in found.result_list} == {"1.0.11"}
 
 
 def test_nobody_can_add_change_or_delete_not_even_a_superuser(reviewed, client_):
@@ -348,3 +349,185 @@ def test_a_database_password_never_shows(with_password, admin_client):
         assert secret not in body, url
         shown_masked |= masked in body
     assert shown_masked
+
+
+# -- the incident room: times, what ran, runs, resolutions, failing checks ---------------------
+UTC_TIME = re.compile(r"\b20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC\b")
+DJANGO_TIME = re.compile(r"\b(a\.m\.|p\.m\.|midnight|noon)|[A-Z][a-z]{2}\. \d{1,2}, 20\d\d")
+
+
+def pk_of(database: TestDatabase, version: str) -> int:
+    found = rows(
+        database, "SELECT id FROM tbmigrate_applied_migration WHERE version = %s", [version]
+    )
+    return int(found[0][0])
+
+
+def test_every_time_on_every_page_is_utc_to_the_second(reviewed, client_):
+    for url in every_page(reviewed):
+        page = text_of(client_.get(url))
+        assert not DJANGO_TIME.search(page), (url, DJANGO_TIME.search(page))
+        if "/change/" in url or url in (HISTORY, AUDIT):
+            assert UTC_TIME.search(page), url
+    stored = rows(
+        reviewed, "SELECT applied_at FROM tbmigrate_applied_migration WHERE version = '1.0.0'"
+    )
+    expected = stored[0][0].strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+    assert expected in text_of(client_.get(f"{HISTORY}{pk_of(reviewed, '1.0.0')}/change/"))
+
+
+def test_a_changed_script_shows_what_ran_against_the_file_now(reviewed, client_):
+    html = client_.get(f"{HISTORY}{pk_of(reviewed, '1.0.2')}/change/").content.decode()
+    diff = re.search(r'<pre class="tbm-pre tbm-diff" id="tbm-diff">(.*?)</pre>', html, re.S)
+    assert diff, "no diff on a changed script's page"
+    added = re.findall(r'<span class="tbm-diff-add">([^<]*)</span>', diff.group(1))
+    removed = re.findall(r'<span class="tbm-diff-del">([^<]*)</span>', diff.group(1))
+    assert added == ["+# edited after it ran"] and removed == []
+    assert "1.0.2 as applied" in unescape(diff.group(1))
+    # An unchanged script says so and shows what ran once.
+    page = text_of(client_.get(f"{HISTORY}{pk_of(reviewed, '1.0.0')}/change/"))
+    assert "The file on disk is the script that ran." in page
+    # A script whose file is gone: what ran, all of it removed.
+    gone = client_.get(f"{HISTORY}{pk_of(reviewed, '1.0.3')}/change/").content.decode()
+    assert "The file is gone; this is what ran." in gone
+    assert '<span class="tbm-diff-del">-    db.execute(&quot;CREATE TABLE quotes' in gone
+
+
+# The admin's users in ``default``, in a transactional test case: the tests below make their
+# history first and only then log in, so ``default`` must be set up whatever is selected.
+@pytest.mark.django_db(transaction=True)
+def test_a_row_applied_before_the_text_was_kept_says_so(target, scripts_dir, settings, request):
+    table_script(scripts_dir, "1.0.0", "a1")
+    assert tbmigrate("run", database=target).code == 0
+    # As a row applied before tbmigrate kept scripts' text: migration 0002 added the column
+    # NULL to every row that existed then.
+    rows(target, "UPDATE tbmigrate_applied_migration SET script_text = NULL RETURNING id")
+    assert rows(target, "SELECT script_text FROM tbmigrate_applied_migration") == [(None,)]
+    settings.TBMIGRATE_ADMIN_DATABASE = target.alias
+    client = request.getfixturevalue("admin_client")
+    page = text_of(client.get(f"{HISTORY}{pk_of(target, '1.0.0')}/change/"))
+    assert "The text that ran was not kept" in page
+
+
+def test_a_run_shows_its_events_versions_duration_and_outcome(reviewed, client_):
+    (run_id,) = rows(
+        reviewed,
+        "SELECT run_id FROM tbmigrate_applied_migration WHERE version = '1.0.0'",
+    )[0]
+    events = rows(
+        reviewed,
+        "SELECT id, action, version FROM tbmigrate_audit_event WHERE run_id = %s",
+        [run_id],
+    )
+    assert len(events) == 8  # seven applies and the run's own event
+    html = client_.get(f"/admin/migrator/auditevent/runs/{run_id}/").content.decode()
+    page = text_of_html(html).replace(" ,", ",")
+    assert "tbmigrate run : success" in page
+    assert "Applied 1.0.0, 1.0.1, 1.0.2, 1.0.3, 1.0.5, 1.0.9, 1.0.10 " in page
+    assert "Reverted none" in page
+    assert re.search(r"Duration \d+(\.\d)? (ms|s) ", page)
+    assert len(re.findall(r'<tr class="tbm-event-row"', html)) == 8
+    for pk, _action, _version in events:  # every event links to its own page
+        assert f'href="{AUDIT}{pk}/change/?database=' in html
+    # The history row links to its run, and the run's list of runs names it.
+    detail = client_.get(f"{HISTORY}{pk_of(reviewed, '1.0.0')}/change/").content.decode()
+    assert f"/admin/migrator/auditevent/runs/{run_id}/" in detail
+    runs = client_.get("/admin/migrator/auditevent/runs/").content.decode()
+    assert f'data-run="{run_id}"' in runs
+    listed = re.findall(r'<tr class="tbm-run-row" data-run="([^"]+)"', runs)
+    assert len(listed) == len(
+        set(r[0] for r in rows(reviewed, "SELECT DISTINCT run_id FROM tbmigrate_audit_event"))
+    )
+    assert client_.get("/admin/migrator/auditevent/runs/no-such-run/").status_code == 404
+
+
+def text_of_html(html: str) -> str:
+    html = re.sub(r"<(style|script)\b.*?</\1>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
+
+
+def test_an_event_links_to_its_history_row_and_the_row_back_to_it(reviewed, client_):
+    (event,) = rows(
+        reviewed,
+        "SELECT id FROM tbmigrate_audit_event WHERE action = 'apply' AND version = '1.0.1'",
+    )[0]
+    row = pk_of(reviewed, "1.0.1")
+    html = client_.get(f"{AUDIT}{event}/change/").content.decode()
+    assert f'class="tbm-history-link" href="{HISTORY}{row}/change/?database=' in html
+    listing = client_.get(AUDIT).content.decode()
+    assert f'href="{HISTORY}{row}/change/?database=' in listing
+    back = client_.get(f"{HISTORY}{row}/change/").content.decode()
+    assert f'href="{AUDIT}{event}/change/?database=' in back
+
+
+# The admin's users in ``default``, in a transactional test case: the tests below make their
+# history first and only then log in, so ``default`` must be set up whatever is selected.
+@pytest.mark.django_db(transaction=True)
+def test_failures_say_unresolved_until_a_later_success_resolves_them(
+    target, scripts_dir, settings, request
+):
+    table_script(scripts_dir, "1.0.0", "a1")
+    broken = write_script(
+        scripts_dir, "1.0.1", "fill", up='db.execute("INSERT INTO nowhere VALUES (1)")'
+    )
+    assert tbmigrate("run", database=target).code == 1
+    settings.TBMIGRATE_ADMIN_DATABASE = target.alias
+    client = request.getfixturevalue("admin_client")
+    failed_step, failed_run = (
+        r[0]
+        for r in rows(
+            target,
+            "SELECT id FROM tbmigrate_audit_event WHERE outcome = 'failure' "
+            "ORDER BY action = 'run', id",
+        )
+    )
+    for pk in (failed_step, failed_run):
+        assert "Resolved by: unresolved" in text_of(client.get(f"{AUDIT}{pk}/change/"))
+    assert "unresolved" in text_of(client.get(PENDING))
+
+    broken.write_text(broken.read_text().replace("INSERT INTO nowhere VALUES (1)", "SELECT 1"))
+    assert tbmigrate("run", database=target).code == 0
+    (fixed,) = rows(
+        target,
+        "SELECT id FROM tbmigrate_audit_event WHERE action = 'apply' AND version = '1.0.1' "
+        "AND outcome = 'success'",
+    )[0]
+    for pk in (failed_step, failed_run):
+        html = client.get(f"{AUDIT}{pk}/change/").content.decode()
+        assert re.search(rf'id="tbm-resolved-by" href="{AUDIT}{fixed}/change/\?database=', html)
+        assert "Resolved by: unresolved" not in text_of_html(html)
+    pending = client.get(PENDING).content.decode()
+    assert f'class="tbm-resolved" href="{AUDIT}{fixed}/change/?database=' in pending
+
+
+# The admin's users in ``default``, in a transactional test case: the tests below make their
+# history first and only then log in, so ``default`` must be set up whatever is selected.
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_validation_shows_its_failing_checks_as_rows(
+    target, scripts_dir, settings, request
+):
+    table_script(scripts_dir, "1.0.0", "a1")
+    assert tbmigrate("run", database=target).code == 0
+    # Validating a migration that is already applied fails its checks (a real report).
+    assert tbmigrate("validate", "migration", "1.0.0", database=target).code == 1
+    ((pk, details),) = rows(
+        target, "SELECT id, details FROM tbmigrate_audit_event WHERE action = 'validate'"
+    )
+    import json
+
+    report = json.loads(details) if isinstance(details, str) else details
+    failing = [c for c in report["checks"] if c["level"] == "FAIL"]
+    assert failing
+    settings.TBMIGRATE_ADMIN_DATABASE = target.alias
+    client = request.getfixturevalue("admin_client")
+    html = client.get(f"{AUDIT}{pk}/change/").content.decode()
+    shown_rows = re.findall(
+        r'<tr class="tbm-check-row"><td>([^<]*)</td><td><span class="tbm-level-(\w+)">', html
+    )
+    assert [name for name, level in shown_rows if level == "fail"] == [c["name"] for c in failing]
+    assert shown_rows[: len(failing)] == [(c["name"], "fail") for c in failing]  # failures first
+    for check in failing:
+        assert unescape(check["message"]) in unescape(html)
+    # The list's error column names them instead of "-".
+    listing = text_of(client.get(AUDIT, {"action__exact": "validate"}))
+    assert f"{len(failing)} failing check(s): {failing[0]['name']}: " in listing

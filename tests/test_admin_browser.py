@@ -10,7 +10,9 @@ are saved under the test's ``tmp_path``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT, TestDatabase, cli, cli_env, rows, table_script, write_script
+from tests.running_support import held_run
 
 # Debian's chromium here and in .ci/run; CircleCI's Ubuntu images have none, so its test job
 # installs Google Chrome and names it in TBMIGRATE_TEST_CHROMIUM.
@@ -71,38 +74,9 @@ def wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"runserver did not answer within 60 s:\n{log.read_text()}")
 
 
-@pytest.fixture
-def site(target: TestDatabase, tmp_path: Path) -> Iterator[str]:
-    """The README's steps on ``target``: history from real runs, then the admin, served."""
-    scripts = tmp_path / "scripts"
-    scripts.mkdir()
-    write_script(
-        scripts,
-        "1.0.0",
-        "create-accounts",
-        up='db.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER)")',
-        down='db.execute("DROP TABLE accounts")',
-    )
-    write_script(
-        scripts,
-        "1.0.1",
-        "backfill-accounts",
-        up="""
-            db.execute(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000) "
-                "INSERT INTO accounts (id, balance) SELECT i, i * 3 FROM n"
-            )
-        """,
-        down='db.execute("DELETE FROM accounts")',
-    )
-    table_script(scripts, "1.0.2", "orders")
-    table_script(scripts, "1.0.9", "alerts")
-    table_script(scripts, "1.0.10", "reports")
-    write_script(
-        scripts, "1.0.11", "fill-reports", up='db.execute("INSERT INTO no_such_table VALUES (1)")'
-    )
-    run = cli("run", database=target, scripts=scripts)
-    assert run.returncode == 1 and "1.0.11" in run.stderr  # a real failure, after five steps
+@contextlib.contextmanager
+def served(target: TestDatabase, scripts: Path, tmp_path: Path) -> Iterator[str]:
+    """The README's steps on ``target``: `migrate`, `createsuperuser`, `runserver --insecure`."""
     env = {**cli_env(target, scripts), "PYTHONUNBUFFERED": "1"}
     migrated = manage("migrate", "--no-input", env=env)
     assert migrated.returncode == 0, migrated.stderr
@@ -144,6 +118,46 @@ def site(target: TestDatabase, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def first_history(scripts: Path) -> None:
+    write_script(
+        scripts,
+        "1.0.0",
+        "create-accounts",
+        up='db.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER)")',
+        down='db.execute("DROP TABLE accounts")',
+    )
+    write_script(
+        scripts,
+        "1.0.1",
+        "backfill-accounts",
+        up="""
+            db.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000) "
+                "INSERT INTO accounts (id, balance) SELECT i, i * 3 FROM n"
+            )
+        """,
+        down='db.execute("DELETE FROM accounts")',
+    )
+    table_script(scripts, "1.0.2", "orders")
+    table_script(scripts, "1.0.9", "alerts")
+    table_script(scripts, "1.0.10", "reports")
+
+
+@pytest.fixture
+def site(target: TestDatabase, tmp_path: Path) -> Iterator[str]:
+    """History from real runs (five applied, one failed), then the admin, served."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    first_history(scripts)
+    write_script(
+        scripts, "1.0.11", "fill-reports", up='db.execute("INSERT INTO no_such_table VALUES (1)")'
+    )
+    run = cli("run", database=target, scripts=scripts)
+    assert run.returncode == 1 and "1.0.11" in run.stderr  # a real failure, after five steps
+    with served(target, scripts, tmp_path) as base:
+        yield base
 
 
 @pytest.mark.slow
@@ -224,7 +238,8 @@ def test_a_reviewer_finds_the_slowest_migration_and_why_one_failed(site, target,
 
 
 def test_ci_installs_chromium_when_it_is_missing():
-    ci = (PROJECT / ".ci" / "run").read_text()
+    # .ci/run runs ./run-tests, the README's test command, which installs it
+    ci = (PROJECT / "run-tests").read_text()
     install = ci.index("apt-get install -y -qq chromium")
     assert ci.index("command -v chromium") < install < ci.index("-m pytest")
 
@@ -236,6 +251,165 @@ def test_circleci_installs_the_browser_it_names_before_the_tests():
     browser = job["docker"][0]["environment"]["TBMIGRATE_TEST_CHROMIUM"]
     commands = [s["run"]["command"] for s in job["steps"] if isinstance(s, dict) and "run" in s]
     install = next(i for i, c in enumerate(commands) if "apt-get install" in c)
-    tests = next(i for i, c in enumerate(commands) if "-m pytest" in c)
+    tests = next(i for i, c in enumerate(commands) if "-m pytest" in c or c == "./run-tests")
     assert install < tests
     assert browser == "/usr/bin/google-chrome" and "google-chrome-stable" in commands[install]
+
+
+# -- the incident room, at 1366 px ---------------------------------------------------------------
+LONG_ERROR = (
+    "reconciliation failed: the end-of-day report of the exchange lists 3 accounts whose "
+    "balances differ from ours by more than the tolerance; "
+) * 6
+SCREENSHOTS = os.environ.get("TBMIGRATE_SCREENSHOTS", "")  # a folder: also save the README's
+
+
+@pytest.fixture
+def incident(target: TestDatabase, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A deploy that failed with a long error and was fixed, a script edited after it ran, a
+    failed validation; then the admin, served."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    first_history(scripts)
+    assert cli("run", database=target, scripts=scripts).returncode == 0
+    failing = write_script(
+        scripts, "1.0.11", "reconcile-fills", up=f"raise RuntimeError({LONG_ERROR!r})"
+    )
+    assert cli("run", database=target, scripts=scripts).returncode == 1
+    failing.write_text(failing.read_text().replace(f"raise RuntimeError({LONG_ERROR!r})", "pass"))
+    assert cli("run", database=target, scripts=scripts).returncode == 0
+    edited = next(scripts.glob("*-1.0.2-*.py"))
+    (tmp_path / "1.0.2.as-applied").write_text(edited.read_text())
+    edited.write_text(
+        edited.read_text().replace("label VARCHAR(50)", "label VARCHAR(80)")
+        + "# widened after it ran\n"
+    )
+    assert cli("validate", "migration", "1.0.0", database=target, scripts=scripts).returncode == 1
+    with served(target, scripts, tmp_path) as base:
+        yield base, scripts
+
+
+def shoot(page, element: str, name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Save a screenshot of ``element`` in the test's folder (and the README's, when asked)."""
+    page.locator(element).screenshot(path=str(tmp_path / f"{name}.png"))
+    if SCREENSHOTS:
+        page.locator(element).screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
+@pytest.mark.slow
+def test_the_incident_room_in_a_real_browser(incident, target, tmp_path):
+    """What ran in that deploy, what changed since, what failed and whether it was fixed, and
+    what is running now, read from the admin alone at 1366 px."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium`", pytrace=False)
+    from playwright.sync_api import expect, sync_playwright
+
+    site, scripts = incident
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1366, "height": 768},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{site}/admin/login/?next=/admin/")
+            page.fill("#id_username", USER)
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            expect(page).to_have_url(f"{site}/admin/")
+
+            # The audit log fits 1366 px: long errors wrap instead of widening the page.
+            page.goto(f"{site}/admin/migrator/auditevent/")
+            expect(page.locator("#result_list")).to_be_visible()
+            widths = page.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+            )
+            assert widths[0] <= widths[1], f"sideways scrolling: {widths}"
+            long_cell = page.locator(
+                "#result_list td.field-error_summary", has_text="reconciliation"
+            )
+            expect(long_cell.first).to_be_visible()
+            box = long_cell.first.bounding_box()
+            assert box is not None and box["height"] > 40  # wrapped onto several lines
+            assert not page.get_by_text(re.compile(r"[ap]\.m\.")).count()
+
+            # A failure, and the later event that resolved it.
+            failed = page.locator("#result_list tr", has_text="reconcile-fills").filter(
+                has=page.locator(".tbm-failure")
+            )
+            failed.locator("th a").first.click()
+            expect(page.locator(".tbm-error")).to_contain_text("reconciliation failed")
+            page.locator("#tbm-resolved-by").click()
+            expect(page.locator(".field-outcome_label")).to_contain_text("success")
+            expect(page.locator(".field-version_link")).to_contain_text("1.0.11")
+            # ... whose version links to its history row, which lists the events back.
+            page.locator("a.tbm-history-link").click()
+            expect(page.locator("#tbm-row-events")).to_contain_text("failure")
+
+            # A failed validation: its checks as rows.
+            page.goto(f"{site}/admin/migrator/auditevent/?action__exact=validate")
+            page.locator("#result_list tbody th.field-time a").first.click()
+            rows_ = page.locator("#tbm-checks tr.tbm-check-row")
+            expect(rows_.first.locator(".tbm-level-fail")).to_have_text("FAIL")
+            assert rows_.count() >= 1
+
+            # What ran in that deploy: the runs, and the first run's page.
+            page.goto(f"{site}/admin/")
+            page.locator("#tbm-review").get_by_role("link", name="Runs").click()
+            first_run = page.locator("tr.tbm-run-row").last  # newest first: the oldest is last
+            first_run.locator("td a").first.click()
+            expect(page.locator("#tbm-run-outcome")).to_have_text("success")
+            expect(page.locator("#tbm-run-applied")).to_have_text(
+                "1.0.0, 1.0.1, 1.0.2, 1.0.9, 1.0.10"
+            )
+            expect(page.locator("#tbm-run-event-table tr.tbm-event-row")).to_have_count(6)
+            expect(page.locator("#tbm-run-started")).to_have_text(re.compile(r" UTC$"))
+            shoot(page, "#content", "run", tmp_path)
+
+            # What changed since: the edited script's diff.
+            page.goto(f"{site}/admin/migrator/appliedmigration/")
+            page.locator("#result_list th.field-version_label a", has_text="1.0.2").click()
+            diff = page.locator("#tbm-diff")
+            expect(diff.locator(".tbm-diff-add").first).to_contain_text("VARCHAR(80)")
+            expect(diff.locator(".tbm-diff-del").first).to_contain_text("VARCHAR(50)")
+            shoot(page, "fieldset:has(#tbm-diff)", "diff", tmp_path)
+
+            # What is running now: a real run, held in the middle of its step (the edited
+            # script put back first: `run` refuses while an applied script is changed).
+            next(scripts.glob("*-1.0.2-*.py")).write_text(
+                (tmp_path / "1.0.2.as-applied").read_text()
+            )
+            with held_run(
+                target,
+                scripts,
+                tmp_path,
+                version="1.0.12",
+                name="rebalance-accounts",
+                atomic=False,
+                work='db.batched_update("accounts", "balance = balance + 1", batch_size=10000)',
+            ) as held:
+                page.goto(f"{site}/admin/migrator/appliedmigration/running/")
+                expect(page.locator("#tbm-holder-process")).to_contain_text(
+                    f"pid {held.process.pid}"
+                )
+                expect(page.locator("#tbm-step-label")).to_have_text(
+                    "apply 1.0.12 rebalance-accounts"
+                )
+                update = page.locator("tr.tbm-update-row[data-table=accounts]")
+                expect(update.locator(".tbm-rows-done")).to_have_text("60,000")
+                expect(update.locator(".tbm-rate")).to_have_text(re.compile(r" rows/s$"))
+                expect(page.locator("#tbm-holder-since")).to_have_text(re.compile(r" UTC$"))
+                shoot(page, "#content", "running", tmp_path)
+                checked = page.locator("#tbm-checked-at").inner_text()
+                finished = held.release()
+                assert finished.returncode == 0, finished.stderr
+                # No click: the page reloads itself and sees the run gone.
+                expect(page.locator("#tbm-idle")).to_be_visible(timeout=30_000)
+                assert page.locator("#tbm-checked-at").inner_text() != checked
+            page.screenshot(path=str(tmp_path / "idle.png"))
+        finally:
+            browser.close()
+    print(f"screenshots in {tmp_path}")

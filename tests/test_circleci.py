@@ -129,7 +129,7 @@ def test_the_test_job_runs_the_readmes_command_against_a_postgres_service(config
     assert any(s["image"].startswith("cimg/postgres:15.") for s in services)
     url = primary["environment"]["TBMIGRATE_TEST_POSTGRES_URL"]
     assert url == "postgresql://postgres@localhost:5432/postgres"  # a throwaway, no password
-    _, test_command = quick_start_commands()
+    *_, test_command = quick_start_commands()
     commands = [step["command"] for step in run_steps(config, "test")]
     assert test_command in commands
     assert ".venv/bin/ruff check . && .venv/bin/ruff format --check ." in commands

@@ -345,7 +345,14 @@ def test_a_terminated_session_whose_database_stays_unreachable_says_so(make_data
         db.execute("SELECT pg_sleep(60)")
         """.replace("\n        ", "\n").strip(),
     )
-    process = start("run", database=target, scripts=scripts)
+    spool = tmp_path / "spool"
+    process = start(
+        "run",
+        database=target,
+        scripts=scripts,
+        TBMIGRATE_AUDIT_RETRY_SECONDS="2",
+        TBMIGRATE_SPOOL_DIR=str(spool),
+    )
     wait_for(ready, process)
     with pg_admin() as admin:
         admin.execute(f'ALTER DATABASE "{target.name}" WITH ALLOW_CONNECTIONS false')
@@ -359,10 +366,19 @@ def test_a_terminated_session_whose_database_stays_unreachable_says_so(make_data
     message = err.strip()
     assert message.count("\n") == 0 and "Traceback" not in message
     assert "the connection to the database was lost" in message
-    assert "the failure could not be written to the audit log" in message
+    assert "the database stayed unreachable for 2 s" in message
+    assert "event was kept in " in message and "will be written by the next" in message
     assert "half_made" not in tables_of(target)
     assert [e["action"] for e in history.events(target.alias) if e["action"] == "apply"] == []
     assert history.load(target.alias) == []
-    # Reachable again: nothing is recorded as applied, the step is simply pending.
-    status = cli("status", database=target, scripts=scripts)
+    # Reachable again: nothing is recorded as applied, the step is simply pending, and
+    # the next command writes the kept failure into the audit log, saying so.
+    status = cli(
+        "status", database=target, scripts=scripts, env={"TBMIGRATE_SPOOL_DIR": str(spool)}
+    )
     assert status.returncode == 0 and "1.0.0    cut-off  pending" in status.stdout
+    # The step's failure and the run's own.
+    assert "Wrote 2 audit event(s) that an earlier run could not write" in status.stdout
+    (event,) = [e for e in history.events(target.alias) if e["action"] == "apply"]
+    assert event["outcome"] == "failure" and event["details"]["spooled"] is True
+    assert "connection" in event["error"].lower() or "terminat" in event["error"].lower()

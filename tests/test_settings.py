@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from migrator.environment import databases_from_environ
 from tests.conftest import cli, table_script, tables_of
-from tradingbot_site.databases import databases_from_environ
 
 BASE = Path("/srv/tradingbot")
 

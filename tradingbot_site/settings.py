@@ -1,8 +1,11 @@
-"""Settings for the tbmigrate project.
+"""Settings for the tbmigrate project (``manage.py`` in this repository).
 
-Databases come from the environment (see ``databases.py``): ``DATABASE_URL``, else a
-SQLite file at ``SQLITE_DB_PATH`` (default ``tradingbot.sqlite3`` here), plus the
-aliases ``qa`` and ``prod`` when ``QA_DATABASE_URL`` / ``PROD_DATABASE_URL`` are set.
+Databases come from the environment (``migrator/environment.py``): ``DATABASE_URL``,
+else a SQLite file at ``SQLITE_DB_PATH`` (default ``tradingbot.sqlite3`` in this
+folder), plus the aliases ``qa`` and ``prod`` when ``QA_DATABASE_URL`` /
+``PROD_DATABASE_URL`` are set.  Unlike the ``tbmigrate`` command's built-in settings
+(``migrator/console_settings.py``) they install the admin, to review the history in
+a browser.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tradingbot_site.databases import databases_from_environ
+from migrator.environment import databases_from_environ, logging_config, tbmigrate_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -72,50 +75,9 @@ STATIC_URL = "static/"
 # Error pages must never show a database URL (DEBUG pages list the environment).
 DEFAULT_EXCEPTION_REPORTER_FILTER = "migrator.error_pages.SafeReporterFilter"
 
-# tbmigrate's own settings; every one has a default in migrator/conf.py.
-if os.environ.get("TBMIGRATE_SCRIPTS_DIR"):
-    TBMIGRATE_SCRIPTS_DIR = os.environ["TBMIGRATE_SCRIPTS_DIR"]
-if os.environ.get("TBMIGRATE_BACKUP_DIR"):
-    TBMIGRATE_BACKUP_DIR = os.environ["TBMIGRATE_BACKUP_DIR"]
-if os.environ.get("TBMIGRATE_BACKUP_DATABASES"):
-    TBMIGRATE_BACKUP_DATABASES = [
-        alias.strip()
-        for alias in os.environ["TBMIGRATE_BACKUP_DATABASES"].split(",")
-        if alias.strip()
-    ]
-if os.environ.get("TBMIGRATE_PG_DUMP"):
-    TBMIGRATE_PG_DUMP = os.environ["TBMIGRATE_PG_DUMP"]
-if os.environ.get("TBMIGRATE_ADMIN_DATABASE"):
-    TBMIGRATE_ADMIN_DATABASE = os.environ["TBMIGRATE_ADMIN_DATABASE"]
+# tbmigrate's own settings from TBMIGRATE_* variables; every one has a default in
+# migrator/conf.py.
+globals().update(tbmigrate_settings(os.environ))
 
 # Logs go to stderr (stdout stays the command's output, one JSON document under --json).
-# TBMIGRATE_LOG_FORMAT=json: one JSON object a line (migrator/logs.py), INFO by default,
-# so CI gets a record of every step.  Text: WARNING by default, and the step records,
-# which the command already prints as progress, only when TBMIGRATE_LOG_LEVEL asks.
-_LOG_JSON = os.environ.get("TBMIGRATE_LOG_FORMAT", "").strip().lower() == "json"
-_LOG_LEVEL = os.environ.get("TBMIGRATE_LOG_LEVEL", "").strip().upper()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {
-        "redact": {"()": "migrator.redact.RedactingFilter"},
-        "hide_steps": {"()": "migrator.logs.HideStepRecords"},
-    },
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
-        "json": {"()": "migrator.logs.JsonFormatter"},
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "filters": ["redact"] + ([] if _LOG_JSON or _LOG_LEVEL else ["hide_steps"]),
-            "formatter": "json" if _LOG_JSON else "plain",
-        }
-    },
-    "loggers": {
-        "migrator": {
-            "handlers": ["console"],
-            "level": _LOG_LEVEL or ("INFO" if _LOG_JSON else "WARNING"),
-        }
-    },
-}
+LOGGING = logging_config(os.environ)

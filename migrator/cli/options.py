@@ -1,19 +1,32 @@
 """Options shared by several subcommands: the migration lock's wait, PostgreSQL step
-timeouts and ``--backup``."""
+timeouts and ``--backup``.  A negative wait or limit is bad usage (exit 2): argparse
+refuses ``--lock-timeout``, ``step_timeouts`` the PostgreSQL ones."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from migrator.errors import UsageError
 from migrator.timeouts import StepTimeouts
 
 
+def seconds(text: str) -> float:
+    """An argparse type: seconds, 0 or more (a negative wait or limit is bad usage)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if value < 0 or value != value:  # NaN is not a duration either
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
+
+
 def add_lock_timeout(parser: Any, waiting_for: str = "another run") -> None:
     """``--lock-timeout``: how long to wait for the migration lock."""
     parser.add_argument(
         "--lock-timeout",
-        type=float,
+        type=seconds,
         metavar="SECONDS",
         help=f"How long to wait for {waiting_for} to finish (default: setting LOCK_TIMEOUT).",
     )

@@ -1,11 +1,14 @@
-"""Rendering helpers shared by the subcommands: tables, durations, JSON, prompts."""
+"""Rendering helpers shared by the subcommands: output, JSON, prompts.
+
+Times, durations and tables come from ``migrator.formatting`` (shared with the admin)
+and are re-exported here for the subcommands.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -13,8 +16,9 @@ from django.core.management.base import OutputWrapper
 from django.core.management.color import Style
 
 from migrator.errors import Aborted
+from migrator.formatting import duration, table, when
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+__all__ = ["Output", "duration", "error_document", "progress", "table", "when"]
 
 
 class Output:
@@ -30,6 +34,11 @@ class Output:
         self.verbosity = int(options.get("verbosity", 1))
         self.json = bool(options.get("json"))
         self.emitted = False  # a JSON document was written (there must be exactly one)
+
+    @property
+    def script_output(self) -> Any:
+        """Where the migration scripts' own print() goes: stderr under --json."""
+        return getattr(self.stderr, "_out", sys.stderr) if self.json else None
 
     def line(self, text: str = "", level: int = 1) -> None:
         """A human line; suppressed under --json (stdout is then one JSON document)."""
@@ -108,39 +117,6 @@ def _described(alias: str | None) -> str | None:
         return targets.describe(alias)
     except Exception:  # unknown or misconfigured: the error says so
         return None
-
-
-def duration(ms: float | None) -> str:
-    if ms is None:
-        return ""
-    if ms < 10:
-        return f"{ms:.1f} ms"
-    if ms < 10_000:
-        return f"{ms:.0f} ms"
-    return f"{ms / 1000:.1f} s"
-
-
-def when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns; cells may carry colour codes, which take no width."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, _width(cell)) for w, cell in zip(widths, row, strict=True)]
-
-    def fmt(cells: Sequence[str]) -> str:
-        padded = (
-            cell + " " * (width - _width(cell)) for cell, width in zip(cells, widths, strict=True)
-        )
-        return "  ".join(padded).rstrip()
-
-    return [fmt(headers)] + [fmt(row) for row in rows]
-
-
-def _width(cell: str) -> int:
-    return len(_ANSI.sub("", cell))
 
 
 def _json_default(value: Any) -> Any:

@@ -48,12 +48,17 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         progress=progress(out),
         lock_timeout=options["lock_timeout"],
         step_timeouts=step_timeouts(options),
+        # Under --json a script's print() goes to stderr: stdout stays one document.
+        script_output=out.script_output,
     )
     out.line(f"Database: {system.database}")
 
     def confirm(steps: Any) -> bool:
+        landing = system.rollback_plan(options["version"], options["to"]).target
+        where = "no migration applied" if landing in (None, "0") else landing
         return out.confirm(
-            f"Roll back {len(steps)} migration(s) on {system.database}, newest first?",
+            f"Roll back {len(steps)} migration(s) on {system.database}, newest first? "
+            f"The database will then be at {where}.",
             [s.label for s in steps],
         )
 
@@ -71,8 +76,10 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             options["version"],
             to=options["to"],
             dry_run=options["dry_run"],
-            confirm=confirm,
-            preflight=system.rollback_preflight(force=options["force"], on_report=show),
+            # --no-input: no question, and the rollback is its own preview (one pass).
+            confirm=confirm if options.get("interactive", True) else None,
+            force=options["force"],
+            on_report=show,
             backup=options["backup"],
         )
     except Exception as exc:
@@ -88,4 +95,8 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         out.line(f"Would roll back {len(result.planned)} migration(s), newest first:")
         for label in result.planned:
             out.line(f"  {label}")
+    if result.planned and result.target is not None:
+        landing = "no migration applied" if result.target == "0" else result.target
+        verb = "would then be" if result.dry_run else "is now"
+        out.line(f"The database {verb} at {landing}.")
     out.summary(summary(result))

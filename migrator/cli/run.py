@@ -18,6 +18,12 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="Print the plan; change nothing.")
     parser.add_argument(
+        "--sql",
+        metavar="FILE",
+        help="With --dry-run: write the statements of every step to FILE ('-': stdout), "
+        "captured on a scratch database.",
+    )
+    parser.add_argument(
         "--fake",
         action="store_true",
         help="Record the migrations as applied without running them (adopt an existing database).",
@@ -26,6 +32,12 @@ def add_arguments(parser: Any) -> None:
         "--out-of-order",
         action="store_true",
         help="Also apply pending migrations older than the newest applied one.",
+    )
+    parser.add_argument(
+        "--phase",
+        choices=["expand"],
+        help="expand: apply pending migrations only up to the first one with "
+        'phase = "contract" (deploy the application, then `run` again for the rest).',
     )
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
     add_lock_timeout(parser)
@@ -38,7 +50,13 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         progress=progress(out),
         lock_timeout=options["lock_timeout"],
         step_timeouts=step_timeouts(options),
+        # Under --json a script's print() goes to stderr: stdout stays one document.
+        script_output=out.script_output,
     )
+    if options.get("sql"):
+        from migrator.cli.sql import write_run_sql
+
+        return write_run_sql(out, system, options)
     out.line(f"Database: {system.database}")
     confirm = None
     if options["database"] in conf.get("PROTECTED_DATABASES"):
@@ -55,6 +73,7 @@ def handle(out: Output, options: dict[str, Any]) -> None:
             out_of_order=options["out_of_order"],
             confirm=confirm,
             backup=options["backup"],
+            phase=options.get("phase"),
         )
     except Exception as exc:
         report_failure(out, system, exc)

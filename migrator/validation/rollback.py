@@ -1,25 +1,25 @@
-"""``validate rollback VERSION``, and the same checks run by ``rollback`` before it reverts.
+"""``validate rollback VERSION``, and judging what ``rollback`` would destroy.
 
 A rollback is the dangerous direction: a ``down`` that drops a table of fills loses
-money quietly.  So before anything is reverted:
+money quietly.  What would be lost is *measured* by ``validation/loss.py`` while the
+downs run (``revert.py``: in the rollback's own transaction, or on a copy for steps
+that cannot run in one); this module *judges* it:
 
-- every step is applied, has a ``down`` and an unchanged file (as ``rollback`` demands);
-- **data-loss preview**: the ``down``s run newest first in one transaction that is
-  always rolled back; the schema before and after is compared, and every table that
-  would go is counted (rows), every column (non-null values), and every surviving
-  table the ``down``s touched is counted before and after (rows deleted).  Any loss
-  is a FAIL;
-- **guards** (``ROLLBACK_GUARDS``) may veto, e.g. while trading sessions are active.
+- ``data_loss``: every table that would be dropped with rows, every column with values
+  its ``up`` would not put back, every surviving table that would lose rows, and
+  anything the preview could not measure, is a FAIL naming it, its count and the step
+  responsible; a rename that the ``down`` undoes is not a loss;
+- ``guards`` (``ROLLBACK_GUARDS``) may veto, e.g. while trading sessions are active;
+- ``refusal``: the rollback refuses on any of those FAILs unless ``--force``, and a
+  forced rollback's audit event records them.
 
-``before_rollback`` wraps the data-loss preview and the guards as the ``preflight`` of
-``MigrationSystem.rollback``: it runs under the migration lock with the planned steps,
-and refuses unless ``force``; a forced rollback's audit event records the failures.
+``validate rollback`` reads the same ``Plan`` as ``rollback`` (``planner.plan_rollback``)
+and runs the same preview, so the two give the same verdict and exit code.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +29,25 @@ from django.utils.module_loading import import_string
 from migrator import conf, history, planner, targets
 from migrator.database import Database
 from migrator.errors import RollbackRefused, UsageError
-from migrator.planner import MigrationState
+from migrator.planner import MigrationState, Plan
 from migrator.validation import common
-from migrator.validation.base import FAIL, CheckResult, Report, failed, passed, warned
-from migrator.validation.dryrun import dry_run
-from migrator.validation.preflight import parse_version, sqlite_write_lock
+from migrator.validation.base import FAIL, CheckResult, Report, failed, passed
+from migrator.validation.loss import Loss, Measured
 
-Preflight = Callable[[list[MigrationState]], dict[str, Any]]
 # A down that raises in the preview: `validate rollback` fails on it, while `rollback`
 # lets the real step fail, so that its audit event carries the error and traceback.
 DOWN_FAILS = "dry_run"
+SHOWN_DROPS = 20  # objects a passing preview names in its one line; the details hold all
 
 
 def validate_rollback(alias: str, scripts_dir: Path, version_text: str) -> Report:
-    version = parse_version(version_text, "validate rollback")
+    """The checks ``rollback VERSION`` makes before reverting, without reverting."""
+    from migrator import revert
+
+    try:
+        version = planner.Version.parse(version_text)
+    except ValueError as exc:
+        raise UsageError(f"validate rollback: {exc}") from None
     report = Report("rollback", targets.describe(alias), targets.vendor(alias), str(version))
     reached = common.connectivity(alias)
     loaded = common.load_each(scripts_dir)
@@ -59,275 +64,204 @@ def validate_rollback(alias: str, scripts_dir: Path, version_text: str) -> Repor
         return report
     if loaded.problems:
         report.add(common.scripts_check(loaded))
+    plan = planner.plan_rollback(states, version=str(version))
+    report.add(plan_checks(plan, states, version))
+    if not report.ok:
+        return report
+    report.add(revert.preview(alias, plan, states).report.results)
+    return report
+
+
+def plan_checks(plan: Plan, states: list[MigrationState], version: Any) -> list[CheckResult]:
+    """The plan's own verdict as checks: the target, reversibility, unchanged files."""
     target = next(s for s in states if s.version == version)
     if not target.is_applied:
-        report.add(
+        return [
             failed(
                 "target",
                 f"{target.label} is not applied ({target.state}), so there is nothing to roll "
                 "back (see `tbmigrate status`)",
             )
-        )
-        return report
-    steps = sorted(
-        (s for s in states if s.is_applied and s.version >= version),
-        key=lambda s: s.version,
-        reverse=True,
-    )
-    report.add(
+        ]
+    steps = list(plan.steps)
+    results = [
         passed(
             "target",
             f"{target.label} is applied; rolling it back reverts {len(steps)} migration(s), "
-            f"newest first: {common.labels(steps)}",
+            f"newest first: {common.labels(steps)}; the database will then be at "
+            f"{plan.target or '0'}",
             [s.label for s in steps],
         )
-    )
-    report.add(_reversible(steps))
-    report.add(_unchanged(states, steps))
-    report.add(rollback_checks(alias, steps))
-    return report
-
-
-def _reversible(steps: list[MigrationState]) -> CheckResult:
+    ]
     one_way = [s for s in steps if s.script is not None and s.script.down is None]
     if one_way:
-        return failed(
-            "reversible",
-            f"{common.labels(one_way)} has no down(), so rollback refuses (write a down(), or "
-            "roll back to a later version)",
-            [s.label for s in one_way],
-        )
-    return passed("reversible", f"every one of the {len(steps)} step(s) has a down()")
-
-
-def _unchanged(states: list[MigrationState], steps: list[MigrationState]) -> CheckResult:
-    problems = planner.problems(states)
-    if problems:
-        return failed(
-            "unchanged",
-            "rollback refuses while the history disagrees with the files: "
-            + "; ".join(problems)
-            + " (restore the files, or `tbmigrate repair`)",
-            problems,
-        )
-    return passed(
-        "unchanged", f"the script files of the {len(steps)} step(s) are unchanged since they ran"
-    )
-
-
-def rollback_checks(alias: str, steps: list[MigrationState]) -> list[CheckResult]:
-    """The data-loss preview and the guards, for steps planned newest first."""
-    with common.bounded_lock_waits(alias):
-        return [
-            *common.guarded("data_loss", lambda: data_loss(alias, steps)),
-            *guards(alias, steps),
-        ]
-
-
-# -- data-loss preview -----------------------------------------------------------------
-SHOWN_DROPS = 20  # objects a passing preview names in its one line; the details hold all
-
-
-def data_loss(alias: str, steps: list[MigrationState]) -> list[CheckResult]:
-    runnable: list[MigrationState] = []
-    stop_reason = ""
-    blocked: MigrationState | None = None
-    for s in steps:
-        if s.script is None:
-            stop_reason = "its script file is missing"
-        elif s.script.down is None:
-            stop_reason = "it has no down()"
-        elif not s.script.atomic:
-            stop_reason = "it has atomic = False, so its down cannot be tried and rolled back"
-        if stop_reason:
-            blocked = s
-            break
-        runnable.append(s)
-    if not runnable:
-        assert blocked is not None
-        return [warned("data_loss", f"not previewed: {blocked.label}: {stop_reason}")]
-    write_lock = sqlite_write_lock(alias)
-    if write_lock is not None and write_lock.level == FAIL:
-        return [write_lock, warned("data_loss", "not previewed: the database is locked")]
-    run = dry_run(
-        alias,
-        [(s.label, s.script.down) for s in runnable],  # type: ignore[union-attr, misc]
-        inspect=_row_counts,
-        columns_only=True,
-        track=True,
-    )
-    if run.lock_timeout:
-        return [
-            failed(
-                "locks",
-                f"down of {run.failed_step} waited more than "
-                f"{conf.get('PREFLIGHT_LOCK_TIMEOUT'):g} s for a lock ({run.error}): another "
-                "session holds a table it needs, and the rollback would wait there while traffic "
-                "queues behind it; finish or end that session first",
-                {"statements": run.statements, "error": run.error},
-            )
-        ]
-    if not run.ok:
-        return [
-            failed(
-                DOWN_FAILS,
-                f"down of {run.failed_step} fails: {run.error} (tried and rolled back: nothing "
-                "changed); the rollback would stop there, so the data loss was not previewed",
-                {"statements": run.statements, "error": run.error},
-            )
-        ]
-    assert run.before is not None and run.after is not None
-    connection = connections[alias]
-    lost: list[dict[str, Any]] = []
-    dropped_tables = sorted(run.before.tables - run.after.tables)
-    for table in dropped_tables:
-        lost.append(
-            {"table": table, "rows": _count(connection, table), "by": run.dropped_by(table)}
-        )
-    dropped_columns = [
-        (table, column)
-        for table in sorted(run.before.tables & run.after.tables)
-        for column in run.before.columns(table)
-        if column not in run.after.columns(table)
-    ]
-    for table, column in dropped_columns:
-        default = run.before.objects[("column", table, column)].get("default")
-        values = _count(connection, table, column)
-        own = _not_default(connection, table, column, default) if values else 0
-        lost.append(
-            {
-                "table": table,
-                "column": column,
-                "values": values,
-                "not_default": own,
-                "default": default,
-                "by": run.dropped_by(table, column),
-            }
-        )
-    for table, rows_after in sorted((run.inspected or {}).items()):
-        rows_now = _count(connection, table)
-        if rows_now > rows_after:
-            lost.append(
-                {
-                    "table": table,
-                    "deleted_rows": rows_now - rows_after,
-                    "rows": rows_now,
-                    "by": None,
-                }
-            )
-    labels = common.labels(runnable)
-    details = {
-        "steps": [s.label for s in runnable],
-        "dropped_tables": dropped_tables,
-        "dropped_columns": [f"{t}.{c}" for t, c in dropped_columns],
-        "losses": lost,
-        "statement_count": run.statement_count,
-        "statements": run.statements,
-    }
-    results = []
-    for item in lost:
-        if "column" in item and item["not_default"]:
-            text = (
-                f"column {item['table']}.{item['column']} would be dropped with its "
-                f"{item['values']} non-null value(s)"
-            )
-            if item["not_default"] != item["values"]:
-                text += f" ({item['not_default']} differ from its default {item['default']})"
-        elif "deleted_rows" in item:
-            text = (
-                f"{item['deleted_rows']} of the {item['rows']} row(s) of {item['table']} would "
-                "be deleted"
-            )
-        elif "column" not in item and item["rows"]:
-            text = f"table {item['table']} would be dropped with its {item['rows']} row(s)"
-        else:
-            continue
         results.append(
             failed(
-                "data_loss",
-                f"{text} (by {item['by'] or labels}); back the data up or move it first, or roll "
-                "back anyway with --force",
-                item,
-            )
-        )
-    if not results:
-        dropped = [f"table {t}" for t in dropped_tables] + [
-            f"column {item['table']}.{item['column']}"
-            + (
-                f" ({item['values']} value(s), all its default {item['default']}, which up "
-                "restores)"
-                if item["values"]
-                else ""
-            )
-            for item in lost
-            if "column" in item
-        ]
-        shown = dropped[:SHOWN_DROPS]
-        if len(dropped) > len(shown):
-            shown.append(f"and {len(dropped) - len(shown)} more (all in the audit event)")
-        what = ("drops " + ", ".join(shown)) if dropped else "drops nothing"
-        results.append(
-            passed(
-                "data_loss",
-                f"rolling back {labels} {what}: no rows lost ({run.statement_count} statement(s) "
-                "tried and rolled back)",
-                details,
+                "reversible",
+                f"{common.labels(one_way)} has no down(), so rollback refuses (write a down(), "
+                "or roll back to a later version)",
+                [s.label for s in one_way],
             )
         )
     else:
-        results[0] = CheckResult(results[0].name, results[0].level, results[0].message, details)
-    if blocked is not None:
+        results.append(passed("reversible", f"every one of the {len(steps)} step(s) has a down()"))
+    found = planner.problems(states)
+    if found:
         results.append(
-            warned(
-                "data_loss",
-                f"{blocked.label} and anything older were not previewed: {stop_reason}",
+            failed(
+                "unchanged",
+                "rollback refuses while the history disagrees with the files: "
+                + "; ".join(found)
+                + " (restore the files, or `tbmigrate repair`)",
+                found,
+            )
+        )
+    else:
+        results.append(
+            passed(
+                "unchanged",
+                f"the script files of the {len(steps)} step(s) are unchanged since they ran",
             )
         )
     return results
 
 
-def _row_counts(connection: Any, run: Any) -> dict[str, int]:
-    """Inside the transaction: rows left in the surviving tables the downs touched."""
-    surviving = set(run.tables) & run.after.tables
-    return {table: _count(connection, table) for table in sorted(surviving)}
-
-
-# A default that is a plain literal ('UTC', 'UTC'::character varying, 0, 1.5, TRUE): safe
-# to evaluate in a query (unlike nextval(), which would advance a sequence).
-_LITERAL = re.compile(
-    r"^\(?\s*('(?:[^']|'')*'|-?\d+(?:\.\d+)?|true|false)\s*\)?"
-    r"(?:::[a-z ]+(?:\(\d+(?:,\s*\d+)?\))?)?$",
-    re.IGNORECASE,
-)
-
-
-def _not_default(connection: Any, table: str, column: str, default: str | None) -> int:
-    """Non-null values of ``column`` other than its literal default (all of them if none).
-
-    A column added with ``DEFAULT 'UTC'`` and never changed holds nothing that its
-    ``up`` would not put back, so dropping it loses no data.
-    """
-    q = connection.ops.quote_name
-    if default is None or not _LITERAL.match(default.strip()):
-        return _count(connection, table, column)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT COUNT(*) FROM {q(table)} WHERE {q(column)} IS NOT NULL "
-            f"AND {q(column)} <> {default.strip()}"
+# -- judging what the downs destroy ----------------------------------------------------
+def data_loss(
+    measured: Measured,
+    steps: Sequence[MigrationState],
+    *,
+    statements: list[dict[str, Any]] | None = None,
+    statement_count: int = 0,
+    how: str = "tried and rolled back",
+    unpreviewable: Sequence[str] = (),
+) -> list[CheckResult]:
+    """The ``data_loss`` checks of a measured rollback: a FAIL per loss, else one PASS."""
+    labels = common.labels(steps)
+    losses = [_as_detail(loss) for loss in measured.losses]
+    details: dict[str, Any] = {
+        "steps": [s.label for s in steps],
+        "dropped_tables": sorted(measured.dropped_tables),
+        "dropped_columns": sorted(measured.dropped_columns),
+        "renamed": [r.describe() for r in measured.renames],
+        "losses": losses,
+        "statement_count": statement_count,
+        "statements": statements or [],
+    }
+    results = [
+        failed(
+            "data_loss",
+            f"{_phrase(loss)} (by {loss.by or labels}); back the data up or move it first, or "
+            "roll back anyway with --force",
+            details,
         )
-        return int(cursor.fetchone()[0])
+        for loss in measured.losses
+        if loss.count and loss.kind != "unmeasured"
+    ]
+    results += [
+        failed(
+            "data_loss",
+            f"{what} was dropped by a statement that does not name it and could not be "
+            f"counted (by {loss.by or labels}); the rollback fails closed: back the data up, "
+            "or roll back anyway with --force",
+            details,
+        )
+        for loss in measured.unmeasured
+        for what in [f"column {loss.table}.{loss.column}" if loss.column else f"table {loss.table}"]
+    ]
+    results += [
+        failed(
+            "data_loss",
+            f"{why}; the rollback fails closed: back the data up, or roll back anyway with --force",
+            details,
+        )
+        for why in unpreviewable
+    ]
+    if results:
+        return results
+    dropped = [f"table {t}" for t in sorted(measured.dropped_tables)]
+    for loss in measured.losses:
+        if loss.kind == "column":
+            dropped.append(
+                f"column {loss.table}.{loss.column}"
+                + (
+                    f" ({loss.values} value(s), all its default {loss.default}, which up restores)"
+                    if loss.values
+                    else ""
+                )
+            )
+    dropped += [r.describe() + " (no loss)" for r in measured.renames]
+    shown = dropped[:SHOWN_DROPS]
+    if len(dropped) > len(shown):
+        shown.append(f"and {len(dropped) - len(shown)} more (all in the audit event)")
+    what = ("drops " + ", ".join(shown)) if dropped else "drops nothing"
+    return [
+        passed(
+            "data_loss",
+            f"rolling back {labels} {what}: no rows lost ({statement_count} statement(s) {how})",
+            details,
+        )
+    ]
 
 
-def _count(connection: Any, table: str, column: str | None = None) -> int:
-    q = connection.ops.quote_name
-    what = f"COUNT({q(column)})" if column else "COUNT(*)"
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {what} FROM {q(table)}")
-        return int(cursor.fetchone()[0])
+def _phrase(loss: Loss) -> str:
+    if loss.kind == "table":
+        return f"table {loss.table} would be dropped with its {loss.count} row(s)"
+    if loss.kind == "column":
+        text = (
+            f"column {loss.table}.{loss.column} would be dropped with its {loss.values} "
+            "non-null value(s)"
+        )
+        if loss.count != loss.values:
+            text += f" ({loss.count} differ from its default {loss.default})"
+        return text
+    return f"{loss.count} of the {loss.total} row(s) of {loss.table} would be deleted"
+
+
+def _as_detail(loss: Loss) -> dict[str, Any]:
+    """A loss as the audit event and ``--json`` have always shown it."""
+    if loss.kind == "table":
+        return {"table": loss.table, "rows": loss.count, "by": loss.by}
+    if loss.kind == "column":
+        return {
+            "table": loss.table,
+            "column": loss.column,
+            "values": loss.values,
+            "not_default": loss.count,
+            "default": loss.default,
+            "by": loss.by,
+        }
+    if loss.kind == "rows":
+        return {
+            "table": loss.table,
+            "deleted_rows": loss.count,
+            "rows": loss.total,
+            "by": loss.by,
+        }
+    return {"table": loss.table, "column": loss.column, "unmeasured": True, "by": loss.by}
+
+
+def down_fails(label: str, error: str, statements: list[dict[str, Any]]) -> CheckResult:
+    return failed(
+        DOWN_FAILS,
+        f"down of {label} fails: {error} (tried and rolled back: nothing changed); the "
+        "rollback would stop there, so the data loss was not previewed",
+        {"statements": statements, "error": error},
+    )
+
+
+def lock_waited(label: str, error: str, statements: list[dict[str, Any]]) -> CheckResult:
+    return failed(
+        "locks",
+        f"down of {label} waited more than {conf.get('PREFLIGHT_LOCK_TIMEOUT'):g} s for a lock "
+        f"({error}): another session holds a table it needs, and the rollback would wait there "
+        "while traffic queues behind it; finish or end that session first",
+        {"statements": statements, "error": error},
+    )
 
 
 # -- guards ----------------------------------------------------------------------------
-def guards(alias: str, steps: list[MigrationState]) -> list[CheckResult]:
+def guards(alias: str, steps: Sequence[MigrationState]) -> list[CheckResult]:
     db = Database(connections[alias])
     results: list[CheckResult] = []
     for path in conf.get("ROLLBACK_GUARDS"):
@@ -340,7 +274,7 @@ def guards(alias: str, steps: list[MigrationState]) -> list[CheckResult]:
             )
             continue
         try:
-            found = guard(db, steps)
+            found = guard(db, list(steps))
         except Exception as exc:
             results.append(failed(name, f"{path} raised {exc.__class__.__name__}: {exc}"))
             continue
@@ -353,35 +287,30 @@ def guards(alias: str, steps: list[MigrationState]) -> list[CheckResult]:
     return results
 
 
-# -- as the rollback's preflight -------------------------------------------------------
-def before_rollback(
-    alias: str, *, force: bool = False, on_report: Callable[[Report], None] | None = None
-) -> Preflight:
-    """A ``preflight`` for ``MigrationSystem.rollback``: validate, refuse unless ``force``.
+# -- the verdict -----------------------------------------------------------------------
+def blocking(report: Report) -> list[CheckResult]:
+    """The FAILs that refuse a rollback without --force (a failing down is not one: the
+    real step fails instead, so that its audit event keeps the error and traceback)."""
+    return [r for r in report.failures if r.name != DOWN_FAILS]
 
-    Returns the details the rollback's audit event records: the counts, and when
-    forced, ``forced: true`` with the failed checks.
-    """
 
-    def check(steps: list[MigrationState]) -> dict[str, Any]:
-        target = str(min(s.version for s in steps))
-        report = Report("rollback", targets.describe(alias), targets.vendor(alias), target)
-        report.add(rollback_checks(alias, steps))
-        if on_report is not None:
-            on_report(report)
-        summary: dict[str, Any] = {"validation": {"ok": report.ok, "counts": report.counts}}
-        blocking = [r for r in report.failures if r.name != DOWN_FAILS]
-        if not blocking:
-            return summary
-        failures = [r.as_dict() for r in blocking]
-        if not force:
-            raise RollbackRefused(
-                f"rollback refused, {len(blocking)} check(s) failed: "
-                + "; ".join(f"{r.name}: {r.message.split('; ')[0]}" for r in blocking)
-                + f". Nothing was rolled back (`tbmigrate validate rollback {target}` shows every "
-                "check; --force rolls back anyway, and the audit log records it)",
-                {"failed_checks": failures},
-            )
-        return {**summary, "forced": True, "failed_checks": failures}
-
-    return check
+def refusal(report: Report, force: bool) -> tuple[RollbackRefused | None, dict[str, Any]]:
+    """The refusal of a rollback with this report (None when it may go on), and what its
+    audit event records: the counts, and when forced, ``forced: true`` with the FAILs."""
+    summary: dict[str, Any] = {"validation": {"ok": report.ok, "counts": report.counts}}
+    found = blocking(report)
+    if not found:
+        return None, summary
+    failures = [r.as_dict() for r in found]
+    if force:
+        return None, {**summary, "forced": True, "failed_checks": failures}
+    return (
+        RollbackRefused(
+            f"rollback refused, {len(found)} check(s) failed: "
+            + "; ".join(f"{r.name}: {r.message.split('; ')[0]}" for r in found)
+            + f". Nothing was rolled back (`tbmigrate validate rollback {report.target}` shows "
+            "every check; --force rolls back anyway, and the audit log records it)",
+            {"failed_checks": failures},
+        ),
+        summary,
+    )

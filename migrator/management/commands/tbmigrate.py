@@ -1,45 +1,84 @@
-"""``python manage.py tbmigrate <subcommand>``: a thin layer over ``migrator.api``.
+"""``tbmigrate <subcommand>`` and ``python manage.py tbmigrate <subcommand>``: a thin
+layer over ``migrator.api``.
 
 Parsing and rendering live in ``migrator/cli/``; this module wires the subcommands
 and turns every error into one line and an exit code (0 success, 1 failure,
 2 bad usage), with a traceback only under ``--traceback``.
+
+Start-up matters (``bench/startup.py``): the subcommands are listed from
+``cli.SUMMARIES``, and only the one being run has its module imported and its
+arguments added (``_LazyParsers``), so ``tbmigrate --help`` sets up nothing.  The
+``tbmigrate`` command (``migrator/console.py``) sets Django up at that moment.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import traceback
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    DjangoHelpFormatter,
+)
 
+import migrator
 from migrator import cli, redact
 from migrator.cli.render import Output, error_document
 from migrator.errors import MigratorError
 
 
 class Command(BaseCommand):
-    help = "TradingBot database migrations: status, run, rollback, create, validate."
+    help = (
+        "Versioned database migrations for PostgreSQL and SQLite: status, run, rollback, "
+        "create, validate, repair, backup, sql, import."
+    )
     # The subcommands do their own checks; Django's would only slow every call down.
     requires_system_checks: list[str] = []
 
+    def __init__(self, *args: Any, standalone: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.standalone = standalone  # the `tbmigrate` command rather than manage.py
+
+    def get_version(self) -> str:
+        return f"tbmigrate {migrator.__version__}"
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("epilog", cli.EXAMPLES[None])
+        return super().create_parser(prog_name, subcommand, **kwargs)
+
     def add_arguments(self, parser: CommandParser) -> None:
+        if self.standalone:
+            parser.prog = "tbmigrate"
+        _add_common(parser, before_subcommand=True)
         subparsers = parser.add_subparsers(
             dest="subcommand", metavar="SUBCOMMAND", required=True, parser_class=_SubParser
         )
+        parsers = _LazyParsers()
+        subparsers._name_parser_map = parsers
+        subparsers.choices = parsers
         for name in cli.SUBCOMMANDS:
-            module = cli.load(name)
-            sub = subparsers.add_parser(
+            summary = cli.SUMMARIES.get(name)
+            module = None if summary else cli.load(name)
+            subparsers.add_parser(
                 name,
-                help=module.help,
-                description=module.help,
+                help=summary or module.help,  # type: ignore[union-attr]
+                formatter_class=HelpFormatter,
+                epilog=cli.EXAMPLES.get(name),
                 called_from_command_line=parser.called_from_command_line,
             )
-            _add_common(sub)
-            module.add_arguments(sub)
+            if module is not None:
+                parsers.build(name)
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        ensure_django()
+        return super().execute(*args, **options)
 
     def run_from_argv(self, argv: list[str]) -> None:
         """As Django's, but a ``--traceback`` traceback is scrubbed of passwords (its chained
@@ -65,6 +104,8 @@ class Command(BaseCommand):
             raise
 
     def _handle(self, out: Output, options: dict[str, Any]) -> None:
+        from django.db import DatabaseError
+
         try:
             cli.load(options["subcommand"]).handle(out, options)
         except CommandError as exc:
@@ -75,9 +116,13 @@ class Command(BaseCommand):
             first = (redact.scrub(str(exc)).strip().splitlines() or [exc.__class__.__name__])[0]
             raise CommandError(f"database error: {first}", returncode=1) from exc
         except KeyboardInterrupt as exc:
+            # Outside a step (a step's interruption is an ``Interrupted`` error, above):
+            # nothing was in progress.
+            signum = getattr(exc, "signum", signal.SIGINT)
             raise CommandError(
-                "interrupted; the step in progress was rolled back (see `tbmigrate status`)",
-                returncode=130,
+                f"interrupted by {signal.Signals(signum).name} before any step ran or between "
+                "steps; nothing is half-applied (see `tbmigrate status`)",
+                returncode=128 + signum,
             ) from exc
         except Exception as exc:
             if options.get("traceback"):
@@ -87,6 +132,61 @@ class Command(BaseCommand):
                 "(run again with --traceback to see where)",
                 returncode=1,
             ) from exc
+
+
+def ensure_django() -> None:
+    """Set Django up if nobody has (the ``tbmigrate`` command; manage.py already did)."""
+    from django.apps import apps
+
+    if not apps.ready:
+        import django
+
+        django.setup()
+
+
+class HelpFormatter(DjangoHelpFormatter):
+    """Django's, keeping the line breaks of texts written with them (the examples)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+class _LazyParsers(dict):  # type: ignore[type-arg]
+    """The subcommand parsers by name; each gets its module's arguments when first used.
+
+    argparse looks a subcommand's parser up here when it meets its name, so a command
+    line sets up (and imports) only its own subcommand.  ``values()`` builds them all
+    (``call_command`` walks every parser's options).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built: set[str] = set()
+
+    def build(self, name: str) -> CommandParser:
+        parser: CommandParser = super().__getitem__(name)
+        if name not in self._built:
+            self._built.add(name)
+            ensure_django()
+            module = cli.load(name)
+            parser.description = module.help
+            _add_common(parser)
+            module.add_arguments(parser)
+        return parser
+
+    def __getitem__(self, name: str) -> CommandParser:
+        return self.build(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.build(name) if name in self else default
+
+    def values(self) -> Any:
+        return [self.build(name) for name in self]
+
+    def items(self) -> Any:
+        return [(name, self.build(name)) for name in self]
 
 
 class _SubParser(CommandParser):
@@ -114,11 +214,17 @@ class _SubParser(CommandParser):
         return super().error(message)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    """Options every subcommand takes after its name (``tbmigrate rollback 1.0.8 --no-input``)."""
+def _add_common(parser: argparse.ArgumentParser, before_subcommand: bool = False) -> None:
+    """Options every subcommand takes, before its name (``tbmigrate --database qa run``)
+    or after it (``tbmigrate rollback 1.0.8 --no-input``).
+
+    After the subcommand they default to SUPPRESS, so that a value given before it is
+    kept (argparse copies a subcommand's defaults over the values parsed before it).
+    """
+    default = argparse.SUPPRESS
     parser.add_argument(
         "--database",
-        default="default",
+        default="default" if before_subcommand else default,
         help="Database alias: default, qa (QA_DATABASE_URL) or prod (PROD_DATABASE_URL).",
     )
     parser.add_argument(
@@ -126,14 +232,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--noinput",
         action="store_false",
         dest="interactive",
+        default=True if before_subcommand else default,
         help="Never prompt; confirm destructive steps non-interactively.",
     )
-    # Django's own options, accepted after the subcommand too; SUPPRESS keeps a value
-    # given before the subcommand (`tbmigrate --traceback run`).
+    if before_subcommand:
+        return  # Django adds its own options (--traceback, -v, --no-color) to this parser
+    # Django's own options, accepted after the subcommand too.
     parser.add_argument(
         "--traceback",
         action="store_true",
-        default=argparse.SUPPRESS,
+        default=default,
         help="Show the traceback of an error.",
     )
     parser.add_argument(
@@ -141,12 +249,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--verbosity",
         type=int,
         choices=[0, 1, 2, 3],
-        default=argparse.SUPPRESS,
+        default=default,
         help="0 quiet, 1 normal, 2 verbose.",
     )
     parser.add_argument(
         "--no-color",
         action="store_true",
-        default=argparse.SUPPRESS,
+        default=default,
         help="Don't colorize the output.",
     )
