@@ -568,3 +568,37 @@ def test_renames_are_recognised_in_the_schemas_of_a_dry_run(target, scripts_dir)
         )
         == []
     )
+
+
+@pytest.mark.slow
+def test_a_step_killed_half_way_fails_validation_with_its_journal(target, tmp_path, settings):
+    """The real thing: `run` killed by SIGKILL in the middle of a non-atomic backfill."""
+    import signal
+
+    from tests.test_concurrency import finish, start
+    from tests.test_journal import done_rows, record_of, scripts, wait_for_point
+
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    scripts(folder)
+    settings.TBMIGRATE_SCRIPTS_DIR = str(folder)
+    assert tbmigrate("run", "--to", "1.0.0", database=target).code == 0
+    process = start("run", "--no-input", database=target, scripts=folder)
+    wait_for_point(target, process, up=True, rows_done=40)
+    process.send_signal(signal.SIGKILL)
+    finish(process)
+    record = record_of(target)
+    assert record is not None and record.status == "in_progress"
+    result = tbmigrate("validate", "schema", "--json", database=target)
+    assert result.code == 1, result.out
+    report = json.loads(result.out)
+    (found,) = [c for c in report["checks"] if c["name"] == "history.interrupted"]
+    assert found["level"] == "FAIL"
+    message = found["message"]
+    started = record.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"1.0.1 backfill-cents was interrupted while applying (started {started}" in message
+    assert f"pid {process.pid}" in message and f"by {record.applied_by}" in message
+    assert f"batched_update of fills: {done_rows(target):,} rows done" in message
+    # what the backfill did is in the database: the column it fills is no drift (1.0.0
+    # made it), and nothing else is reported but the interruption
+    assert [c["name"] for c in report["checks"] if c["level"] == "FAIL"] == ["history.interrupted"]
