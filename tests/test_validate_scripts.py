@@ -322,3 +322,28 @@ def test_a_bad_vendors_setting_is_one_clear_line(target, scripts_dir, settings):
     assert result.code == 1
     assert "TBMIGRATE_VALIDATE_VENDORS is ['oracle']: give a list of" in result.err
     assert "Traceback" not in result.err
+
+
+def test_a_script_that_cannot_build_does_not_hide_what_was_found_before_it(
+    target, scripts_dir, settings
+):
+    settings.TBMIGRATE_VALIDATE_VENDORS = [target.vendor]
+    table_script(scripts_dir, "1.0.0", "a")
+    write_script(
+        scripts_dir,
+        "1.0.1",
+        "index-a",
+        up='db.create_index("a", ["label"], name="a_label_idx")',
+        down="pass  # forgets the index",
+    )
+    write_script(
+        scripts_dir, "1.0.2", "needs-legacy", up='db.execute("ALTER TABLE legacy ADD x INT")'
+    )
+    result = tbmigrate("validate", "scripts", database=target)
+    assert result.code == 1
+    failing = [m for _level, _name, m in checks(result, "FAIL")]
+    assert failing[0].startswith("1.0.1 index-a: down does not restore the schema: ")
+    assert failing[-1].startswith(
+        "the scripts do not build an empty database: 1.0.2 needs-legacy failed to apply"
+    )
+    assert ("PASS", f"roundtrip[{target.vendor}]") == roundtrips(result)[-1][:2]

@@ -88,9 +88,6 @@ class Schema:
                 found.setdefault(key[1], []).append(key[2])
         return found
 
-    def count(self, kind: str) -> int:
-        return sum(1 for key in self.objects if key[0] == kind)
-
 
 def ignored_tables() -> set[str]:
     return {str(name) for name in conf.get("IGNORED_TABLES")}
@@ -363,11 +360,6 @@ class Difference:
     actual: dict[str, Any] | None
     renamed_to: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def identity(self) -> tuple[Any, ...]:
-        """Hashable identity, to recognise the same difference again."""
-        return (self.key, self.change, _frozen(self.expected), _frozen(self.actual))
 
     @property
     def name(self) -> str:

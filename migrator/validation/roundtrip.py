@@ -138,16 +138,14 @@ def roundtrip(
     while start < len(all_scripts):
         try:
             with scratch_database(server_alias, vendor) as scratch:
-                start, found, ok = _walk(scratch, all_scripts, start)
+                start, found, ok, broken = _walk(scratch, all_scripts, start)
         except DatabaseUnavailable as exc:
             return [*results, failed(name, f"not checked: {exc}")]
-        except MigrationFailed as exc:
-            return [
-                *results,
-                failed(name, f"the scripts do not build an empty database: {exc}"),
-            ]
         results.extend(failed(name, message, details) for message, details in found)
         clean.extend(ok)
+        if broken is not None:
+            results.append(failed(name, f"the scripts do not build an empty database: {broken}"))
+            break
     if clean:
         results.append(
             passed(
@@ -162,26 +160,33 @@ def roundtrip(
 
 def _walk(
     alias: str, scripts: list[Script], start: int
-) -> tuple[int, list[tuple[str, dict[str, Any]]], list[str]]:
+) -> tuple[int, list[tuple[str, dict[str, Any]]], list[str], str | None]:
     """Build ``scripts[:start]``, then round-trip each script from ``start`` on.
 
     Returns where the next walk must start (``len(scripts)`` when this one reached the
-    end), the findings, and the labels of the scripts that round-tripped cleanly.
-    ``MigrationFailed`` propagates when an ``up`` fails the first time it runs.
+    end), the findings, the labels of the scripts that round-tripped cleanly, and why
+    the scripts do not build a database when an ``up`` fails the first time it runs
+    (then the walk stops there).
     """
     history.ensure_schema(alias)
     tracker = Tracker(connections[alias])
     found: list[tuple[str, dict[str, Any]]] = []
     clean: list[str] = []
     with Executor(alias) as executor:
-        for script in scripts[:start]:
-            with tracker.step():
-                executor.apply(script)
+        try:
+            for script in scripts[:start]:
+                with tracker.step():
+                    executor.apply(script)
+        except MigrationFailed as exc:
+            return len(scripts), found, clean, str(exc)
         for index in range(start, len(scripts)):
             script = scripts[index]
             before = dict(tracker.objects)
-            with tracker.step() as by_up:
-                executor.apply(script)  # a failure here: the scripts do not build a database
+            try:
+                with tracker.step() as by_up:
+                    executor.apply(script)
+            except MigrationFailed as exc:
+                return len(scripts), found, clean, str(exc)
             after = dict(tracker.objects)
             if script.down is None:
                 continue  # listed as irreversible
@@ -193,7 +198,7 @@ def _walk(
                     (f"{script.label}: down fails: {_cause(exc)}", {"script": script.label})
                 )
                 if tracker.objects != after:  # a non-atomic down stopped part-way
-                    return index + 1, found, clean
+                    return index + 1, found, clean, None
                 continue
             touched = set(by_up) | set(by_down)
             after_down = _differences(before, tracker.objects, touched)
@@ -217,7 +222,7 @@ def _walk(
                     )
                 )
                 if tracker.objects != after:
-                    return index + 1, found, clean
+                    return index + 1, found, clean, None
                 continue
             after_up = _differences(after, tracker.objects, touched | set(by_again))
             if after_up:
@@ -230,7 +235,7 @@ def _walk(
                 )
             if not after_down and not after_up:
                 clean.append(script.label)
-    return len(scripts), found, clean
+    return len(scripts), found, clean, None
 
 
 def _differences(expected: Objects, actual: Objects, keys: set[Any]) -> list[Difference]:
