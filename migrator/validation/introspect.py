@@ -238,7 +238,6 @@ def renames(before: Schema, after: Schema) -> list[Rename]:
             )
         )
 
-    table_map: dict[str, str] = {}
     if gone and new:
         shapes_new: dict[tuple[Any, ...], list[str]] = {}
         for table in new:
@@ -251,7 +250,6 @@ def renames(before: Schema, after: Schema) -> list[Rename]:
         for shape, olds in shapes_gone.items():
             candidates = shapes_new.get(shape, [])
             if shape and len(olds) == 1 and len(candidates) == 1:
-                table_map[olds[0]] = candidates[0]
                 found.append(Rename("table", olds[0], olds[0], candidates[0]))
     for table in sorted(before.tables & after.tables):
         old_cols = set(before.columns(table))
@@ -299,7 +297,7 @@ def _apply_renames(objects: Objects, found: list[Rename]) -> Objects:
             if rename.kind == "table":
                 new_key = tuple(
                     rename.new
-                    if (i == 1 and part == rename.old)
+                    if (i == 1 and part == rename.old and kind not in OWNERLESS - {"table"})
                     else (
                         _rename_ref(part, rename.old, rename.new)
                         if kind == "foreign key" and i == 3

@@ -9,14 +9,17 @@ that step may have changed, so the cost grows with the schema once:
   table is read (one small query) and compared with the texts before; only the
   tables, views and triggers whose text changed are read again.  Exact: there is no
   change to a SQLite schema that does not change that text.
-- **PostgreSQL**: the statements a step ran name what they touch (``CREATE TABLE
-  fills``, ``DROP FUNCTION f``), so the words of every statement (captured with
-  ``connection.execute_wrapper``) are the names to read again; to them are added the
-  objects that depend on a named one, known from the definitions read before (a view
-  on a dropped table, a foreign key to it, a trigger calling a dropped function:
-  ``CASCADE`` drops them unnamed), and whatever the step's transactions wrote in the
-  catalogs (rows newer than a watermark, by ``xmin``), which catches objects made by
-  dynamic SQL in a ``DO`` block.  One query per step, of the few objects named.
+- **PostgreSQL**: the statements a step ran name what they touch, so their words
+  (captured with ``connection.execute_wrapper``) are the names to read again: of a
+  ``CREATE`` only what it creates (``CREATE TABLE fills (... REFERENCES orders)`` does
+  not change ``orders``), of any other statement every name it uses.  To those are
+  added the objects that depend on a name an ``ALTER``/``DROP`` uses, known from the
+  definitions read before (a view on a dropped table, a foreign key to it, a trigger
+  calling a dropped function: ``CASCADE`` drops them unnamed).  After a statement that
+  may act unnamed (a ``DO`` block, ``CALL``, ``SELECT f()``), or one on a partitioned
+  table (its partitions get clones), the catalog rows written since the last reading
+  (``age(xmin)``) add what no statement named.  One prepared query per step, of the
+  few objects named.
 
 What a step changed is returned as ``{key: (before, after)}`` (``None``: absent), which
 is all ``origins`` and the round trip need.
