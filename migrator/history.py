@@ -171,32 +171,53 @@ def _own_migration_names() -> set[str]:
     return {name[:-3] for name in os.listdir(folder) if name.endswith(".py") and name[0].isdigit()}
 
 
+RECORD_FIELDS = (
+    "version",
+    "name",
+    "description",
+    "checksum",
+    "status",
+    "applied_at",
+    "duration_ms",
+    "applied_by",
+    "host",
+    "error",
+    "direction",
+    "started_at",
+    "pid",
+    "progress",
+    "run_id",
+)
+
+
+def record_fields(alias: str) -> tuple[str, ...]:
+    """The fields of ``Record`` the history table has: all of them, or, on a table made
+    by an older tbmigrate (a read-only command does not upgrade it: the next command
+    that takes the migration lock does), those it has; the others read as defaults."""
+    connection = connections[alias]
+    table = AppliedMigration._meta.db_table
+    with connection.cursor() as cursor:
+        present = {c.name for c in connection.introspection.get_table_description(cursor, table)}
+    return tuple(name for name in RECORD_FIELDS if name in present)
+
+
+def _records(query: QuerySet[AppliedMigration], fields: tuple[str, ...]) -> list[Record]:
+    rows = query.order_by("sort_key").values_list(*fields)
+    if fields == RECORD_FIELDS:
+        return [Record(Version.parse(row[0]), *row[1:]) for row in rows]
+    found = []
+    for row in rows:
+        values = dict(zip(fields, row, strict=True))
+        version = Version.parse(values.pop("version"))
+        found.append(Record(version, **values))  # type: ignore[arg-type]
+    return found
+
+
 def load(alias: str) -> list[Record]:
     """Every history row, oldest version first; empty when the tables do not exist yet."""
     if not tables_exist(alias):
         return []
-    rows = (
-        AppliedMigration.objects.using(alias)
-        .order_by("sort_key")
-        .values_list(
-            "version",
-            "name",
-            "description",
-            "checksum",
-            "status",
-            "applied_at",
-            "duration_ms",
-            "applied_by",
-            "host",
-            "error",
-            "direction",
-            "started_at",
-            "pid",
-            "progress",
-            "run_id",
-        )
-    )
-    return [Record(Version.parse(row[0]), *row[1:]) for row in rows]
+    return _records(AppliedMigration.objects.using(alias).all(), record_fields(alias))
 
 
 def record_applied(
@@ -680,29 +701,9 @@ def in_progress_records(alias: str) -> list[Record]:
 
 def load_versions(alias: str, *, status: str) -> list[Record]:
     """The history rows of one ``status`` as ``Record``s, in version order."""
-    rows = (
-        AppliedMigration.objects.using(alias)
-        .filter(status=status)
-        .order_by("sort_key")
-        .values_list(
-            "version",
-            "name",
-            "description",
-            "checksum",
-            "status",
-            "applied_at",
-            "duration_ms",
-            "applied_by",
-            "host",
-            "error",
-            "direction",
-            "started_at",
-            "pid",
-            "progress",
-            "run_id",
-        )
+    return _records(
+        AppliedMigration.objects.using(alias).filter(status=status), record_fields(alias)
     )
-    return [Record(Version.parse(row[0]), *row[1:]) for row in rows]
 
 
 def recent_run_ids(alias: str, limit: int = 100) -> list[str]:

@@ -78,8 +78,18 @@ def sleep_code(vendor: str, seconds: float) -> str:
     return f"import time\ntime.sleep({seconds})"
 
 
-def ledger_scripts(folder: Path, vendor: str, ready: Path, slow_seconds: float) -> None:
-    """1.0.0 makes a ledger; 1.0.1 (slow, announces itself) and 1.0.2 each add one row."""
+def ledger_scripts(
+    folder: Path, vendor: str, ready: Path, slow_seconds: float, release: Path | None = None
+) -> None:
+    """1.0.0 makes a ledger; 1.0.1 (slow, announces itself) and 1.0.2 each add one row.
+
+    With ``release``, 1.0.1 waits until that file exists (at most ``slow_seconds``)."""
+    wait = (
+        sleep_code(vendor, slow_seconds)
+        if release is None
+        else f"import os, time\nfor _ in range({int(slow_seconds * 20)}):\n"
+        f"    if os.path.exists({str(release)!r}):\n        break\n    time.sleep(0.05)"
+    )
     write_script(
         folder,
         "1.0.0",
@@ -94,8 +104,10 @@ def ledger_scripts(folder: Path, vendor: str, ready: Path, slow_seconds: float) 
         up=f"""
         db.execute("INSERT INTO ledger (version) VALUES (%s)", ["1.0.1"])
         open({str(ready)!r}, "w").close()
-        {sleep_code(vendor, slow_seconds)}
-        """.replace("\n        ", "\n").strip(),
+        {{wait}}
+        """.replace("\n        ", "\n")
+        .strip()
+        .replace("{wait}", wait),
         down='db.execute("DELETE FROM ledger WHERE version = %s", ["1.0.1"])',
     )
     write_script(
@@ -169,12 +181,14 @@ def test_rollback_waits_for_the_lock_too(target, tmp_path):
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     ready = tmp_path / "in-the-slow-step"
-    ledger_scripts(scripts, target.vendor, ready, slow_seconds=3)
+    release = tmp_path / "release"
+    ledger_scripts(scripts, target.vendor, ready, slow_seconds=120, release=release)
     first = start("run", database=target, scripts=scripts)
     wait_for(ready, first)
     refused = cli(
         "rollback", "--no-input", "--lock-timeout", "0.3", database=target, scripts=scripts
     )
+    release.touch()
     assert refused.returncode == 1 and "is being migrated by" in refused.stderr
     assert finish(first)[0] == 0
     # --force: the rollback validation rightly refuses to delete the ledger row otherwise.
