@@ -57,6 +57,10 @@ DEFAULTS: dict[str, Any] = {
     # transaction counts as long-running.
     "PREFLIGHT_LOCK_TIMEOUT": 3.0,
     "PREFLIGHT_LONG_RUNNING": 60.0,
+    # `validate scripts`: the vendors ("postgresql", "sqlite") every script is replayed on.
+    # None: the vendor of --database and of every database in DATABASES, so a project
+    # configured for PostgreSQL only is not asked to run its scripts on SQLite.
+    "VALIDATE_VENDORS": None,
     # Seconds a failure's audit event is retried while the database is unreachable (a
     # restart, a failover) before it is kept in the spool file for the next command.
     "AUDIT_RETRY_SECONDS": 15.0,

@@ -219,10 +219,19 @@ def test_orphans_the_database_does_not_prevent_are_counted(starter):
     assert "user_id 998, 999" in orphans["message"] or "user_id 999, 998" in orphans["message"]
     found = orphans["details"]["orphans"]
     assert [(o["table"], o["orphans"]) for o in found] == [("trades", 2)]
-    assert by_name["drift"]["level"] == "PASS"  # same foreign key, only not enforced
+    drift = [c for c in report["checks"] if c["name"] == "drift"]
     if starter.vendor == "sqlite":
-        assert by_name["integrity.sqlite"]["details"]["foreign_key_check"] == 2
+        assert [c["level"] for c in drift] == ["PASS"]  # the same key, only not enforced
+        check = by_name["integrity.foreign_key_check"]
+        assert check["level"] == "FAIL"
+        assert "2 row(s) of trades point at missing rows of users" in check["message"]
+        assert "integrity.sqlite" in by_name and by_name["integrity.sqlite"]["level"] == "PASS"
     else:
+        # re-added NOT VALID: the same key, but no longer validated, which is drift
+        assert [c["message"] for c in drift] == [
+            "foreign key trades (user_id) -> users (id): is NOT VALID (rows older than it were "
+            "never checked), expected validated (as set by 1.0.0 initial-schema)"
+        ]
         constraints = by_name["integrity.constraints"]
         assert constraints["level"] == "WARN"
         assert "trades_user_id_fkey on trades" in constraints["message"]
@@ -350,3 +359,246 @@ def test_orphans_with_numeric_keys_are_reported_and_audited(target, scripts_dir)
     orphans = next(c for c in event["details"]["checks"] if c["name"] == "integrity.orphans")
     sample = orphans["details"]["orphans"][0]["samples"][0]
     assert float(sample["code"]) == 9.25 and float(sample["row"]) == 1.5
+
+
+# -- reading only what each step changed ----------------------------------------------------
+TRACKED = {
+    "postgresql": [
+        (
+            ["CREATE TABLE a (id SERIAL PRIMARY KEY, v TEXT)", "CREATE TYPE mood AS ENUM ('x')"],
+            ["DROP TABLE a", "DROP TYPE mood"],
+        ),
+        (
+            [
+                "CREATE TABLE b (id SERIAL PRIMARY KEY, a_id INT REFERENCES a (id), m mood)",
+                "CREATE VIEW a_v AS SELECT a.id, b.m FROM a JOIN b ON b.a_id = a.id",
+                "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; "
+                "END $$",
+                "CREATE TRIGGER b_t BEFORE UPDATE ON b FOR EACH ROW EXECUTE FUNCTION f()",
+            ],
+            ["DROP VIEW a_v", "DROP TABLE b", "DROP FUNCTION f()"],
+        ),
+        # cascades: the statements do not name what goes with them
+        (["DROP FUNCTION f() CASCADE"], ["SELECT 1"]),
+        (["DROP TABLE a CASCADE"], ["SELECT 1"]),
+        (["DROP TYPE mood CASCADE"], ["SELECT 1"]),
+        (["ALTER TABLE b RENAME TO c", "ALTER TABLE c RENAME COLUMN a_id TO x"], ["SELECT 1"]),
+        # a partitioned table clones an index, a trigger and a foreign key onto its
+        # partitions, which no statement names
+        (
+            [
+                "CREATE TABLE p (id INT, k INT, a_id INT) PARTITION BY RANGE (k)",
+                "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10)",
+                "CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (10) TO (20)",
+            ],
+            ["DROP TABLE p"],
+        ),
+        (["CREATE INDEX p_k ON p (k)"], ["DROP INDEX p_k"]),
+        (
+            [
+                "CREATE TRIGGER p_t BEFORE UPDATE ON p FOR EACH ROW EXECUTE FUNCTION "
+                "suppress_redundant_updates_trigger()"
+            ],
+            ["DROP TRIGGER p_t ON p"],
+        ),
+        (["ALTER TABLE p ADD FOREIGN KEY (a_id) REFERENCES c (id)"], ["SELECT 1"]),
+        # dynamic SQL: a DO block makes tables no statement names
+        (
+            [
+                "DO $$ BEGIN FOR i IN 1..3 LOOP EXECUTE format("
+                "'CREATE TABLE part_%s (id INT PRIMARY KEY)', i); END LOOP; END $$"
+            ],
+            ["SELECT 1"],
+        ),
+    ],
+    "sqlite": [
+        (["CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT)"], ["DROP TABLE a"]),
+        (
+            [
+                "CREATE TABLE b (id INTEGER PRIMARY KEY, a_id INT REFERENCES a (id))",
+                "CREATE VIEW a_v AS SELECT a.id FROM a JOIN b ON b.a_id = a.id",
+                "CREATE TRIGGER b_t AFTER UPDATE ON b BEGIN SELECT 1; END",
+                "CREATE INDEX b_a ON b (a_id)",
+            ],
+            ["DROP VIEW a_v", "DROP TABLE b"],
+        ),
+        (["ALTER TABLE a RENAME TO z"], ["SELECT 1"]),  # rewrites b's foreign key and a_v
+        (["ALTER TABLE b RENAME COLUMN a_id TO z_id"], ["SELECT 1"]),
+        (["DROP TABLE b"], ["SELECT 1"]),  # its index and trigger go with it
+    ],
+}
+
+
+def test_reading_only_what_each_step_changed_equals_reading_everything(target, scripts_dir):
+    from migrator.executor import Executor
+    from migrator.scripts import load_scripts
+    from migrator.validation.introspect import introspect
+    from migrator.validation.tracker import Tracker
+    from tests.validation_support import statements_script
+
+    for n, (up, down) in enumerate(TRACKED[target.vendor]):
+        statements_script(scripts_dir, f"1.0.{n}", f"step-{n}", up, down)
+    history.ensure_schema(target.alias)
+    connection = connections[target.alias]
+    tracker = Tracker(connection)
+    reads = tracker.reads
+    with Executor(target.alias) as executor:
+        for script in load_scripts(scripts_dir):
+            with tracker.step() as changes:
+                executor.apply(script)
+            assert tracker.objects == introspect(connection).objects, script.label
+            assert changes, f"{script.label} changed nothing?"
+    assert tracker.reads == reads + len(TRACKED[target.vendor])  # one reading per step
+    if target.vendor == "postgresql":
+        assert {("table", f"part_{i}") for i in (1, 2, 3)} <= set(tracker.objects)
+
+
+# -- journaled steps that never finished ------------------------------------------------------
+def _journal_in_progress(target, scripts_dir):
+    """A non-atomic step journaled as in progress, as the executor leaves one when its
+    process dies: the row written through ``migrator.history``, then the journal's fields
+    set as a dying run leaves them."""
+    from migrator.versions import Version
+
+    table_script(scripts_dir, "1.0.0", "fills")
+    write_script(
+        scripts_dir,
+        "1.0.1",
+        "backfill",
+        up="db.batched_update('fills', \"label = 'x'\", progress=False)",
+        atomic=False,
+    )
+    assert tbmigrate("run", "--to", "1.0.0", database=target).code == 0
+    history.record_applied(
+        target.alias,
+        version=Version.parse("1.0.1"),
+        name="backfill",
+        description="test backfill",
+        checksum="0" * 64,
+        duration_ms=0,
+        status=history.IN_PROGRESS,
+    )
+    Database(connections[target.alias]).execute(
+        "UPDATE tbmigrate_applied_migration SET direction = 'up', pid = 4242, "
+        "applied_by = 'ci', host = 'runner-7', started_at = %s, progress = %s "
+        "WHERE version = '1.0.1'",
+        [
+            "2026-11-28 09:15:00" if target.vendor == "sqlite" else "2026-11-28 09:15:00+00",
+            '{"table": "fills", "rows_done": 120000, "last_key": 120000}',
+        ],
+    )
+
+
+def test_an_interrupted_step_fails_saying_when_who_and_how_far(target, scripts_dir):
+    _journal_in_progress(target, scripts_dir)
+    result = tbmigrate("validate", "schema", "--json", database=target)
+    assert result.code == 1, result.out
+    report = json.loads(result.out)
+    found = [c for c in report["checks"] if c["name"] == "history.interrupted"]
+    assert [c["level"] for c in found] == ["FAIL"]
+    message = found[0]["message"]
+    assert message.startswith(
+        "1 migration(s) were interrupted: 1.0.1 backfill was interrupted while applying "
+        "(started 2026-11-28 09:15:00 UTC, by ci on runner-7, pid 4242, batched_update of "
+        "fills: 120,000 rows done, last key 120000) and needs checking"
+    ), message
+    assert "`tbmigrate repair VERSION`" in message
+    assert found[0]["details"][0]["pid"] == 4242
+    assert found[0]["details"][0]["state"] == "interrupted"
+
+
+def test_a_step_running_right_now_is_a_warning(target, scripts_dir):
+    _journal_in_progress(target, scripts_dir)
+    if target.vendor == "postgresql":
+        from migrator.locking import PG_LOCK_KEY
+
+        holder = psycopg.connect(target.url, autocommit=True)
+        holder.execute("SELECT pg_advisory_lock(%s)", [PG_LOCK_KEY])
+    else:
+        import fcntl
+
+        holder = open(f"{target.name}.tbmigrate.lock", "a+")  # noqa: SIM115
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        result = tbmigrate("validate", "schema", database=target)
+    finally:
+        holder.close()
+    running = [c for c in checks(result) if c[1] == "history.running"]
+    assert running and running[0][0] == "WARN", result.out
+    assert "1.0.1 backfill is being applied right now (started 2026-11-28" in running[0][2]
+    assert not [c for c in checks(result) if c[1] == "history.interrupted"]
+
+
+def test_renames_are_recognised_in_the_schemas_of_a_dry_run(target, scripts_dir):
+    """``introspect.renames`` on the ``columns_only`` schemas the rollback preview has."""
+    from migrator.validation.dryrun import dry_run
+    from migrator.validation.introspect import Rename, renames
+    from tests.validation_support import statements_script
+
+    statements_script(
+        scripts_dir,
+        "1.0.0",
+        "fees",
+        ["CREATE TABLE fees (id INTEGER PRIMARY KEY, amount NUMERIC NOT NULL, note TEXT)"],
+        ["DROP TABLE fees"],
+    )
+    assert tbmigrate("run", database=target).code == 0
+
+    def found(step):
+        run = dry_run(target.alias, [("step", step)], columns_only=True)
+        assert run.ok, run.error
+        return renames(run.before, run.after)
+
+    assert found(lambda db: db.rename_table("fees", "charges")) == [
+        Rename("table", "fees", "fees", "charges")
+    ]
+    assert found(lambda db: db.rename_column("fees", "note", "memo")) == [
+        Rename("column", "fees", "note", "memo")
+    ]
+    assert found(lambda db: db.rename_column("fees", "note", "memo"))[0].describe() == (
+        "column fees.note renamed to memo"
+    )
+    # dropped and replaced by another shape: no rename, it is data loss
+    assert (
+        found(
+            lambda db: (
+                db.execute("DROP TABLE fees"),
+                db.execute("CREATE TABLE charges (id INTEGER PRIMARY KEY, amount TEXT)"),
+            )
+        )
+        == []
+    )
+
+
+@pytest.mark.slow
+def test_a_step_killed_half_way_fails_validation_with_its_journal(target, tmp_path, settings):
+    """The real thing: `run` killed by SIGKILL in the middle of a non-atomic backfill."""
+    import signal
+
+    from tests.test_concurrency import finish, start
+    from tests.test_journal import done_rows, record_of, scripts, wait_for_point
+
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    scripts(folder)
+    settings.TBMIGRATE_SCRIPTS_DIR = str(folder)
+    assert tbmigrate("run", "--to", "1.0.0", database=target).code == 0
+    process = start("run", "--no-input", database=target, scripts=folder)
+    wait_for_point(target, process, up=True, rows_done=40)
+    process.send_signal(signal.SIGKILL)
+    finish(process)
+    record = record_of(target)
+    assert record is not None and record.status == "in_progress"
+    result = tbmigrate("validate", "schema", "--json", database=target)
+    assert result.code == 1, result.out
+    report = json.loads(result.out)
+    (found,) = [c for c in report["checks"] if c["name"] == "history.interrupted"]
+    assert found["level"] == "FAIL"
+    message = found["message"]
+    started = record.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"1.0.1 backfill-cents was interrupted while applying (started {started}" in message
+    assert f"pid {process.pid}" in message and f"by {record.applied_by}" in message
+    assert f"batched_update of fills: {done_rows(target):,} rows done" in message
+    # what the backfill did is in the database: the column it fills is no drift (1.0.0
+    # made it), and nothing else is reported but the interruption
+    assert [c["name"] for c in report["checks"] if c["level"] == "FAIL"] == ["history.interrupted"]

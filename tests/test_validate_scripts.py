@@ -167,3 +167,183 @@ def test_ctrl_c_in_a_real_process_removes_the_scratch_database(target, tmp_path)
     else:
         assert not os.path.exists(scratch)
     assert [p for p in tmp_path.iterdir() if p.name.startswith("tbmigrate-scratch-")] == []
+
+
+# -- the whole schema, before the up and after the down -----------------------------------
+def _leftover_scripts(folder, vendor):
+    """Idempotent ups (IF NOT EXISTS, OR REPLACE) whose downs forget something: the up
+    runs again without complaint, so only comparing the schema finds the leftover."""
+    from tests.validation_support import statements_script
+
+    statements_script(
+        folder,
+        "1.0.0",
+        "accounts",
+        ["CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance NUMERIC NOT NULL DEFAULT 0)"],
+        ["DROP TABLE accounts"],
+    )
+    if vendor == "postgresql":
+        statements_script(
+            folder,
+            "1.0.1",
+            "audit-trigger",
+            [
+                "CREATE OR REPLACE FUNCTION audit_balance() RETURNS trigger LANGUAGE plpgsql "
+                "AS $$ BEGIN RETURN NEW; END $$",
+                "CREATE OR REPLACE TRIGGER accounts_audit BEFORE UPDATE ON accounts "
+                "FOR EACH ROW EXECUTE FUNCTION audit_balance()",
+            ],
+            ["DROP TRIGGER accounts_audit ON accounts"],  # forgets the function
+        )
+        statements_script(
+            folder,
+            "1.0.2",
+            "invoice-numbers",
+            ["CREATE SEQUENCE IF NOT EXISTS invoice_seq"],
+            [],  # forgets the sequence
+        )
+        return [
+            "1.0.1 audit-trigger: down does not restore the schema: function audit_balance() "
+            "is left behind",
+            "1.0.2 invoice-numbers: down does not restore the schema: sequence invoice_seq "
+            "is left behind",
+        ]
+    statements_script(
+        folder,
+        "1.0.1",
+        "audit-trigger",
+        [
+            "CREATE TRIGGER IF NOT EXISTS accounts_audit AFTER UPDATE ON accounts BEGIN "
+            "SELECT 1; END"
+        ],
+        [],  # forgets the trigger
+    )
+    statements_script(
+        folder,
+        "1.0.2",
+        "balance-index",
+        ["CREATE INDEX IF NOT EXISTS accounts_balance_idx ON accounts (balance)"],
+        [],
+    )
+    return [
+        "1.0.1 audit-trigger: down does not restore the schema: trigger accounts_audit on "
+        "accounts is left behind",
+        "1.0.2 balance-index: down does not restore the schema: index accounts_balance_idx on "
+        "accounts (balance) is left behind",
+    ]
+
+
+def test_a_down_leaving_objects_behind_an_idempotent_up_is_caught(target, scripts_dir, settings):
+    settings.TBMIGRATE_VALIDATE_VENDORS = [target.vendor]
+    expected = _leftover_scripts(scripts_dir, target.vendor)
+    result = tbmigrate("validate", "scripts", database=target)
+    assert result.code == 1, result.out
+    failing = [m for _level, _name, m in checks(result, "FAIL")]
+    assert failing == expected
+    assert roundtrips(result)[-1] == (
+        "PASS",
+        f"roundtrip[{target.vendor}]",
+        "1 script(s) round-trip cleanly (down restores the schema, up runs again)",
+    )
+
+
+def test_a_down_that_changes_what_it_should_not_is_named(target, scripts_dir, settings):
+    """A down that drops a column of an older table, or alters one, is named too."""
+    from tests.validation_support import statements_script
+
+    settings.TBMIGRATE_VALIDATE_VENDORS = [target.vendor]
+    statements_script(
+        scripts_dir,
+        "1.0.0",
+        "accounts",
+        ["CREATE TABLE accounts (id INTEGER PRIMARY KEY, code VARCHAR(20), note TEXT)"],
+        ["DROP TABLE accounts"],
+    )
+    statements_script(
+        scripts_dir,
+        "1.0.1",
+        "code-index",
+        ["CREATE INDEX accounts_code_idx ON accounts (code)"],
+        ["DROP INDEX accounts_code_idx", "ALTER TABLE accounts DROP COLUMN note"],
+    )
+    result = tbmigrate("validate", "scripts", database=target)
+    assert result.code == 1
+    failing = [m for _level, _name, m in checks(result, "FAIL")]
+    assert failing == [
+        "1.0.1 code-index: down does not restore the schema: column accounts.note is gone",
+        "1.0.1 code-index: up after down gives a different schema: column accounts.note is gone",
+    ]
+
+
+def test_a_postgresql_only_project_can_use_it_as_a_ci_gate(make_database, tmp_path):
+    """PL/pgSQL scripts, DATABASE_URL on PostgreSQL only: replayed on PostgreSQL alone."""
+    from tests.conftest import cli
+    from tests.validation_support import statements_script
+
+    database = make_database("postgresql")
+    scripts = tmp_path / "pg-scripts"
+    scripts.mkdir()
+    statements_script(
+        scripts,
+        "1.0.0",
+        "plpgsql",
+        [
+            "CREATE TABLE fills (id BIGSERIAL PRIMARY KEY, price NUMERIC NOT NULL, "
+            "seen TIMESTAMPTZ)",
+            "CREATE FUNCTION touch_fill() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN NEW.seen := now(); RETURN NEW; END $$",
+            "CREATE TRIGGER fills_touch BEFORE INSERT ON fills FOR EACH ROW "
+            "EXECUTE FUNCTION touch_fill()",
+        ],
+        ["DROP TABLE fills", "DROP FUNCTION touch_fill()"],
+    )
+    done = cli("validate", "scripts", database=database, scripts=scripts)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS  roundtrip[postgresql]: 1 script(s) round-trip cleanly" in done.stdout
+    assert "roundtrip[sqlite]" not in done.stdout
+    # asked for SQLite too, the same scripts fail there, naming the script
+    done = cli(
+        "validate",
+        "scripts",
+        database=database,
+        scripts=scripts,
+        env={"DJANGO_SETTINGS_MODULE": "tests.vendors_settings"},
+    )
+    assert done.returncode == 1
+    assert "FAIL  roundtrip[sqlite]: the scripts do not build an empty database: 1.0.0 " in (
+        done.stdout
+    )
+
+
+def test_a_bad_vendors_setting_is_one_clear_line(target, scripts_dir, settings):
+    table_script(scripts_dir, "1.0.0", "a")
+    settings.TBMIGRATE_VALIDATE_VENDORS = ["oracle"]
+    result = tbmigrate("validate", "scripts", database=target)
+    assert result.code == 1
+    assert "TBMIGRATE_VALIDATE_VENDORS is ['oracle']: give a list of" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_a_script_that_cannot_build_does_not_hide_what_was_found_before_it(
+    target, scripts_dir, settings
+):
+    settings.TBMIGRATE_VALIDATE_VENDORS = [target.vendor]
+    table_script(scripts_dir, "1.0.0", "a")
+    write_script(
+        scripts_dir,
+        "1.0.1",
+        "index-a",
+        up='db.create_index("a", ["label"], name="a_label_idx")',
+        down="pass  # forgets the index",
+    )
+    write_script(
+        scripts_dir, "1.0.2", "needs-legacy", up='db.execute("ALTER TABLE legacy ADD x INT")'
+    )
+    result = tbmigrate("validate", "scripts", database=target)
+    assert result.code == 1
+    failing = [m for _level, _name, m in checks(result, "FAIL")]
+    assert failing[0].startswith("1.0.1 index-a: down does not restore the schema: ")
+    assert failing[-1].startswith(
+        "the scripts do not build an empty database: 1.0.2 needs-legacy failed to apply"
+    )
+    assert ("PASS", f"roundtrip[{target.vendor}]") == roundtrips(result)[-1][:2]

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 
-from migrator import conf, history, planner, redact, scripts, targets
+from migrator import conf, history, locking, planner, redact, scripts, targets
 from migrator.errors import MigratorError, ScriptError
 from migrator.planner import MigrationState
 from migrator.scripts import Script
@@ -149,7 +149,11 @@ def scripts_check(loaded: Loaded) -> CheckResult:
 
 
 def states(alias: str, loaded: Loaded) -> list[MigrationState]:
-    return planner.states(loaded.scripts, history.load(alias))
+    """The planner's states; a journaled step (``in_progress``) is ``running`` while
+    someone holds the migration lock and ``interrupted`` once nobody does."""
+    records = history.load(alias)
+    running = any(r.in_progress for r in records) and locking.is_locked(alias) is not None
+    return planner.states(loaded.scripts, records, running=running)
 
 
 def labels(items: Sequence[Any]) -> str:

@@ -1,21 +1,25 @@
 """``validate scripts``: does every ``down`` undo its ``up`` exactly?  (No live database touched.)
 
-On a scratch database of each vendor (the one of ``--database``, and SQLite, which
-needs no server and which every script must support), all scripts are applied with
-the executor, the schema is introspected after each, and then, newest first, each
-script makes the round trip::
+On a scratch database of each vendor the project uses (``VALIDATE_VENDORS``; by
+default the vendor of ``--database`` and of every configured database), the scripts
+are applied in order with the executor, and each one makes a round trip as it comes::
 
-    down  -> schema must equal the one before its up
-    up    -> schema must equal the one after its up   (a down that leaves an object
-    down     behind usually makes this up fail: "already exists")
+    schema S  -> up   -> schema A     (what the up builds)
+              -> down -> must be S    (the whole schema: tables, columns, indexes,
+                                       constraints, views, triggers, functions, sequences...)
+              -> up   -> must be A    (and it must run again)
 
-A broken ``down`` is found on every commit in CI instead of during an incident.
+and the walk goes on from A with the next script: three steps per script, and after
+each a ``Tracker`` reads only what that step changed, so the cost is that of running
+the history three times plus one reading of the schema.  Comparing the whole schema
+(not just "the up ran again") is what finds a ``down`` that forgets a trigger, a
+function or a sequence behind an idempotent ``up`` (``IF NOT EXISTS``, ``OR REPLACE``).
 
-Two details keep the reports precise.  Whatever a broken ``down`` left behind is
-remembered (``residue``) and not blamed again on the older scripts.  And when the
-chain cannot go on (a ``down`` that raises, or none at all), a fresh scratch database
-is built up to the script below and the walk continues there, so one bad script does
-not hide the others.
+When the walk cannot go on from where a script left the database (its ``down``
+raised part-way in a non-atomic script, or its ``up`` did not run again), a fresh
+scratch database is built up to that script and the walk continues there, so one bad
+script does not hide the others.  A broken ``down`` is found on every commit in CI
+instead of during an incident.
 """
 
 from __future__ import annotations
@@ -25,14 +29,17 @@ from typing import Any
 
 from django.db import connections
 
-from migrator import targets
-from migrator.errors import DatabaseUnavailable, MigrationFailed
+from migrator import conf, history, targets
+from migrator.errors import ConfigurationError, DatabaseUnavailable, MigrationFailed
 from migrator.executor import Executor
 from migrator.scripts import Script
 from migrator.validation import common
 from migrator.validation.base import CheckResult, Report, failed, passed, warned
-from migrator.validation.introspect import Difference, compare, describe_object, introspect
-from migrator.validation.scratch import replay, scratch_database
+from migrator.validation.introspect import Difference, Objects, Schema, compare, describe_object
+from migrator.validation.scratch import PREFIX, drops_in_background, scratch_database
+from migrator.validation.tracker import Tracker
+
+_ENGINES = {"sqlite3": "sqlite", "postgresql": "postgresql", "postgis": "postgresql"}
 
 
 def validate_scripts(alias: str, scripts_dir: Path) -> Report:
@@ -55,21 +62,71 @@ def validate_scripts(alias: str, scripts_dir: Path) -> Report:
         report.add(
             passed("reversible", f"every one of the {len(loaded.scripts)} script(s) has a down()")
         )
-    for vendor in vendors(alias):
-        report.add(roundtrip(alias, vendor, loaded.scripts))
+    with drops_in_background():  # a PostgreSQL scratch database goes while SQLite walks
+        for vendor in vendors(alias):
+            report.add(roundtrip(server_for(alias, vendor), vendor, loaded.scripts))
     return report
 
 
+def _vendor_of(config: dict[str, Any]) -> str | None:
+    engine = str(config.get("ENGINE") or "").rsplit(".", 1)[-1]
+    return _ENGINES.get(engine)
+
+
+def _configured() -> list[tuple[str, str]]:
+    """``(alias, vendor)`` of every configured database (not tbmigrate's scratch ones)."""
+    found = []
+    for name, config in connections.settings.items():
+        vendor = _vendor_of(config)
+        if vendor and not name.startswith(PREFIX):
+            found.append((name, vendor))
+    return found
+
+
 def vendors(alias: str) -> list[str]:
-    """The vendor of ``alias`` first, then SQLite if it is not that one already."""
+    """The vendors to replay on: ``VALIDATE_VENDORS``, or by default the vendor of
+    ``alias`` first, then those of the other configured databases."""
     own = targets.vendor(alias)
-    return [own] + (["sqlite"] if own != "sqlite" else [])
+    setting = conf.get("VALIDATE_VENDORS")
+    if setting is None:
+        found = [own]
+        for _name, vendor in _configured():
+            if vendor not in found:
+                found.append(vendor)
+        return found
+    chosen = [setting] if isinstance(setting, str) else list(setting)
+    unknown = [v for v in chosen if v not in targets.VENDORS]
+    if unknown or not chosen:
+        raise ConfigurationError(
+            f"TBMIGRATE_VALIDATE_VENDORS is {setting!r}: give a list of "
+            + " and/or ".join(f'"{v}"' for v in sorted(targets.VENDORS))
+            + " (or None for the vendors of the configured databases)"
+        )
+    return sorted(dict.fromkeys(chosen), key=lambda v: (v != own, v))
 
 
-def roundtrip(server_alias: str, vendor: str, all_scripts: list[Script]) -> list[CheckResult]:
+def server_for(alias: str, vendor: str) -> str | None:
+    """Where a scratch database of ``vendor`` is made: ``alias`` itself when it is of
+    that vendor, else the first configured database of it (SQLite needs none)."""
+    if vendor == "sqlite" or targets.vendor(alias) == vendor:
+        return alias
+    return next((name for name, v in _configured() if v == vendor), None)
+
+
+def roundtrip(
+    server_alias: str | None, vendor: str, all_scripts: list[Script]
+) -> list[CheckResult]:
     name = f"roundtrip[{vendor}]"
     if not all_scripts:
         return [passed(name, "no scripts to check")]
+    if server_alias is None:
+        return [
+            failed(
+                name,
+                f"no {vendor} database is configured to make a scratch database on; configure "
+                "one, or leave it out of TBMIGRATE_VALIDATE_VENDORS",
+            )
+        ]
     if vendor == "postgresql":
         try:
             targets.connect(server_alias)
@@ -77,20 +134,18 @@ def roundtrip(server_alias: str, vendor: str, all_scripts: list[Script]) -> list
             return [failed(name, f"cannot reach the server for a scratch database: {exc}")]
     results: list[CheckResult] = []
     clean: list[str] = []
-    upper = len(all_scripts)
-    while upper > 0:
+    start = 0
+    while start < len(all_scripts):
         try:
             with scratch_database(server_alias, vendor) as scratch:
-                upper, found, ok = _walk(scratch, all_scripts[:upper])
+                start, found, ok, broken = _walk(scratch, all_scripts, start)
         except DatabaseUnavailable as exc:
             return [*results, failed(name, f"not checked: {exc}")]
-        except MigrationFailed as exc:
-            return [
-                *results,
-                failed(name, f"the scripts do not build an empty database: {exc}"),
-            ]
         results.extend(failed(name, message, details) for message, details in found)
         clean.extend(ok)
+        if broken is not None:
+            results.append(failed(name, f"the scripts do not build an empty database: {broken}"))
+            break
     if clean:
         results.append(
             passed(
@@ -104,42 +159,49 @@ def roundtrip(server_alias: str, vendor: str, all_scripts: list[Script]) -> list
 
 
 def _walk(
-    alias: str, scripts: list[Script]
-) -> tuple[int, list[tuple[str, dict[str, Any]]], list[str]]:
-    """Apply ``scripts``, then round-trip them newest first.
+    alias: str, scripts: list[Script], start: int
+) -> tuple[int, list[tuple[str, dict[str, Any]]], list[str], str | None]:
+    """Build ``scripts[:start]``, then round-trip each script from ``start`` on.
 
-    Returns where the walk had to stop (the number of scripts below the one it could
-    not get past; 0 when it reached the bottom), the findings, and the clean labels.
+    Returns where the next walk must start (``len(scripts)`` when this one reached the
+    end), the findings, the labels of the scripts that round-tripped cleanly, and why
+    the scripts do not build a database when an ``up`` fails the first time it runs
+    (then the walk stops there).
     """
-    snapshots = [schema for _label, schema in replay(alias, scripts)]
-    connection = connections[alias]
-    executor = Executor(alias)
-    residue: set[tuple[Any, ...]] = set()
+    history.ensure_schema(alias)
+    tracker = Tracker(connections[alias])
     found: list[tuple[str, dict[str, Any]]] = []
     clean: list[str] = []
-
-    def differences(expected_index: int) -> list[Difference]:
-        new = [
-            d
-            for d in compare(snapshots[expected_index], introspect(connection))
-            if d.identity not in residue
-        ]
-        residue.update(d.identity for d in new)
-        return new
-
-    try:
-        for index in range(len(scripts) - 1, -1, -1):
+    with Executor(alias) as executor:
+        try:
+            for script in scripts[:start]:
+                with tracker.step():
+                    executor.apply(script)
+        except MigrationFailed as exc:
+            return len(scripts), found, clean, str(exc)
+        for index in range(start, len(scripts)):
             script = scripts[index]
-            if script.down is None:
-                return index, found, clean  # listed as irreversible; continue below it
+            before = dict(tracker.objects)
             try:
-                executor.revert(script)
+                with tracker.step() as by_up:
+                    executor.apply(script)
+            except MigrationFailed as exc:
+                return len(scripts), found, clean, str(exc)
+            after = dict(tracker.objects)
+            if script.down is None:
+                continue  # listed as irreversible
+            try:
+                with tracker.step() as by_down:
+                    executor.revert(script)
             except MigrationFailed as exc:
                 found.append(
                     (f"{script.label}: down fails: {_cause(exc)}", {"script": script.label})
                 )
-                return index, found, clean
-            after_down = differences(index)
+                if tracker.objects != after:  # a non-atomic down stopped part-way
+                    return index + 1, found, clean, None
+                continue
+            touched = set(by_up) | set(by_down)
+            after_down = _differences(before, tracker.objects, touched)
             if after_down:
                 found.append(
                     (
@@ -149,7 +211,8 @@ def _walk(
                     )
                 )
             try:
-                executor.apply(script)
+                with tracker.step() as by_again:
+                    executor.apply(script)
             except MigrationFailed as exc:
                 found.append(
                     (
@@ -158,8 +221,10 @@ def _walk(
                         {"script": script.label},
                     )
                 )
-                continue  # the database is as the down left it: go on with the next one down
-            after_up = differences(index + 1)
+                if tracker.objects != after:
+                    return index + 1, found, clean, None
+                continue
+            after_up = _differences(after, tracker.objects, touched | set(by_again))
             if after_up:
                 found.append(
                     (
@@ -168,21 +233,18 @@ def _walk(
                         {"script": script.label, "differences": [d.as_dict() for d in after_up]},
                     )
                 )
-            try:
-                executor.revert(script)
-            except MigrationFailed as exc:
-                found.append(
-                    (
-                        f"{script.label}: down fails the second time: {_cause(exc)}",
-                        {"script": script.label},
-                    )
-                )
-                return index, found, clean
             if not after_down and not after_up:
                 clean.append(script.label)
-        return 0, found, clean
-    finally:
-        executor.close()  # foreign keys back on, timeouts reset
+    return len(scripts), found, clean, None
+
+
+def _differences(expected: Objects, actual: Objects, keys: set[Any]) -> list[Difference]:
+    """The differences among ``keys`` (the objects the steps touched: all others are the
+    same on both sides by construction, so the whole schema is compared)."""
+    return compare(
+        Schema({k: expected[k] for k in keys if k in expected}),
+        Schema({k: actual[k] for k in keys if k in actual}),
+    )
 
 
 def _phrase(d: Difference) -> str:
