@@ -164,7 +164,7 @@ class MigrationSystem:
         if not versions or not targets.sqlite_exists(self.alias):
             return {}
         self._connect()
-        return _db(  # type: ignore[no-any-return]
+        return _db(
             lambda: history.last_failures(self.alias, [str(v) for v in versions]), self.alias
         )
 
@@ -427,7 +427,7 @@ class MigrationSystem:
             if not self._plan_or_refuse("repair", plan, audit=False).steps:
                 return []  # nothing to change: take no lock, create no table
             with self._changing("repair", plan, confirm=confirm, backup=False) as (steps, _):
-                return _db(lambda: repair.apply(self.alias, steps.steps), self.alias)  # type: ignore[no-any-return]
+                return _db(lambda: repair.apply(self.alias, steps.steps), self.alias)
 
     def backup(self) -> backups.Backup:
         """Back the database up now, under the migration lock (see ``backup.py``)."""

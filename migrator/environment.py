@@ -44,7 +44,7 @@ def parse_url(url: str, variable: str) -> dict[str, Any]:
         )
     shown = mask_url(url)
     try:
-        config = dj_database_url.parse(url)
+        config: dict[str, Any] = dict(dj_database_url.parse(url))
     except Exception as exc:  # dj-database-url raises ValueError/KeyError on odd input
         reason = str(exc).replace(url, shown)
         raise ValueError(

@@ -20,7 +20,7 @@ class SafeReporterFilter(SafeExceptionReporterFilter):
         "API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|DATABASE_URL", flags=re.I
     )
 
-    def get_safe_request_meta(self, request):  # type: ignore[no-untyped-def]
+    def get_safe_request_meta(self, request):
         meta = super().get_safe_request_meta(request)
         return {
             key: scrub(value) if isinstance(value, str) else value for key, value in meta.items()

@@ -99,7 +99,7 @@ class _Capture:
         self.statements = []
         self.count = 0
 
-    def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def __call__(self, execute, sql, params, many, context):
         if _OWN_TABLES in str(sql):
             # The journal's own writes (batch progress) are not the script's statements.
             return execute(sql, params, many, context)

@@ -209,7 +209,7 @@ def _records(query: QuerySet[AppliedMigration], fields: tuple[str, ...]) -> list
     for row in rows:
         values = dict(zip(fields, row, strict=True))
         version = Version.parse(values.pop("version"))
-        found.append(Record(version, **values))  # type: ignore[arg-type]
+        found.append(Record(version, **values))
     return found
 
 

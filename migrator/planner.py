@@ -119,7 +119,7 @@ def describe_problem(s: MigrationState) -> str:
     return ""
 
 
-def progress_phrase(progress: dict | None) -> str:  # type: ignore[type-arg]
+def progress_phrase(progress: dict | None) -> str:
     """``"batched_update of fills: 120,000 rows done, last key 120000"`` (or ``""``)."""
     if not progress:
         return ""

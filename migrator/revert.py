@@ -64,7 +64,7 @@ class _Statements:
         self.count = 0
         self.step = ""
 
-    def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def __call__(self, execute, sql, params, many, context):
         if '"tbmigrate_' not in str(sql):
             self.count += 1
             if len(self.kept) < self.limit:

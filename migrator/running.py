@@ -208,7 +208,8 @@ def now_running(alias: str, phases: Mapping[str, str] | None = None) -> Running 
         return None
     phases = phases or {}
     steps = tuple(_step(record, phases.get(str(record.version), "")) for record in records)
-    session, blocked_by = None, ()
+    session: Session | None = None
+    blocked_by: tuple[Session, ...] = ()
     if holder is not None and holder.get("backend_pid"):
         session, blocked_by = _live_session(alias, int(holder["backend_pid"]))
     return Running(holder=holder, steps=steps, session=session, blocked_by=blocked_by)

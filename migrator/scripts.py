@@ -91,7 +91,8 @@ def script_files(folder: Path) -> list[Path]:
             f"the scripts folder {shown(folder)} does not exist "
             "(create it, or set TBMIGRATE_SCRIPTS_DIR to the folder that holds the scripts)"
         )
-    python, sql = [], []
+    python: list[Path] = []
+    sql: list[Path] = []
     for path in folder.iterdir():
         if path.name.startswith(("_", ".")) or path.suffix not in (".py", ".sql"):
             continue

@@ -80,8 +80,11 @@ def preview(
                 result.steps.append(step)
                 func = script.up if direction == "up" else script.down
                 assert func is not None  # callers refuse a down that does not exist
-                wrapped = dataclasses.replace(
-                    script, **{direction: _capturing(func, step.statements)}
+                capturing = _capturing(func, step.statements)
+                wrapped = (
+                    dataclasses.replace(script, up=capturing)
+                    if direction == "up"
+                    else dataclasses.replace(script, down=capturing)
                 )
                 try:
                     if direction == "up":
@@ -96,7 +99,7 @@ def preview(
 
 def _capturing(func: Callable[[Any], Any], sink: list[Captured]) -> Callable[[Any], Any]:
     def run(db: Any) -> Any:
-        def capture(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        def capture(execute, sql, params, many, context):
             sink.append(Captured(str(sql), _shown_params(str(sql), params, many)))
             return execute(sql, params, many, context)
 

@@ -128,7 +128,7 @@ def parse_application_name(name: str) -> dict[str, Any]:
     return found
 
 
-def connect(alias: str, *, create: bool = False):  # type: ignore[no-untyped-def]
+def connect(alias: str, *, create: bool = False):
     """Open the alias's connection, turning every failure into one clear line.
 
     A SQLite file that does not exist is created only when ``create`` (a command that
@@ -154,7 +154,7 @@ def connect(alias: str, *, create: bool = False):  # type: ignore[no-untyped-def
     return connection
 
 
-def _tune_session(connection) -> None:  # type: ignore[no-untyped-def]
+def _tune_session(connection) -> None:
     """Name the session after this process, and have the server watch for a dead client.
 
     The application name lets a waiting run (and a DBA) see who holds the migration

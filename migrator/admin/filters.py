@@ -36,7 +36,7 @@ class DatabaseFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset
 
-    def choices(self, changelist: Any):  # type: ignore[no-untyped-def]
+    def choices(self, changelist: Any):
         for alias, title in self.lookup_choices:
             yield {
                 "selected": alias == self.current,

@@ -47,7 +47,7 @@ LIST_ERROR_CHARS = 240  # the audit list's error column; the detail page has the
 FAILED_LEVELS = ("FAIL", "WARN")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(admin.ModelAdmin):
     """No add, change, delete or action for anyone: history changes only through the tool."""
 
     actions = None

@@ -60,7 +60,7 @@ def _older_than_newest(version: Version, alias: str) -> list[str]:
     from migrator import history, targets
     from migrator.errors import MigratorError
 
-    warnings = []
+    warnings: list[str] = []
     try:
         system = MigrationSystem(alias)
         others = [s.version for s in scripts.load_scripts(system.scripts_dir)]

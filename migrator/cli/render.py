@@ -125,7 +125,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def progress(out: Output):  # type: ignore[no-untyped-def]
+def progress(out: Output):
     """Executor callbacks that print Django-style step lines: ``Applying 1.0.3 x... OK (12 ms)``."""
     from migrator.executor import Progress
 

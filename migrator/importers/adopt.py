@@ -89,7 +89,7 @@ def adopt(
         return done
 
 
-def _record(alias: str, tool: str, table: str, todo: Sequence[Adopted], loaded: dict) -> None:  # type: ignore[type-arg]
+def _record(alias: str, tool: str, table: str, todo: Sequence[Adopted], loaded: dict) -> None:
     with transaction.atomic(using=alias):
         for adopted in todo:
             script = loaded[adopted.imported.version]

@@ -87,7 +87,7 @@ class _Capture:
         self.step = ""
         self.step_words: set[str] = set()
 
-    def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def __call__(self, execute, sql, params, many, context):
         self.result.statement_count += 1
         text = str(sql)
         self.step_words.update(word.lower() for word in _WORD.findall(text))

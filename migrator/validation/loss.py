@@ -124,7 +124,7 @@ class LossMeter:
                 self._snapshot(table)
 
     # -- while the downs run -------------------------------------------------------------
-    def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def __call__(self, execute, sql, params, many, context):
         text = str(sql)
         words = {w.lower() for w in _WORD.findall(text)}
         if words & DESTRUCTIVE:

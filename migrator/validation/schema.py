@@ -273,7 +273,9 @@ def integrity(alias: str, live: Any) -> list[CheckResult]:
     ``live`` returns the live schema (read once, shared with drift).
     """
     connection = connections[alias]
-    checks = [("integrity.orphans", lambda: orphans(connection, live()))]
+    checks: list[tuple[str, Callable[[], CheckResult | list[CheckResult]]]] = [
+        ("integrity.orphans", lambda: orphans(connection, live()))
+    ]
     if connection.vendor == "sqlite":
         checks.insert(0, ("integrity.sqlite", lambda: _sqlite_integrity(connection)))
         checks.append(("integrity.foreign_key_check", lambda: _foreign_key_check(connection)))

@@ -180,7 +180,7 @@ class Tracker:
         words: set[str] = set()
         unnamed = [False]
 
-        def capture(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        def capture(execute, sql, params, many, context):
             if self.postgresql:
                 text = str(sql)
                 words.update(statement_names(text))

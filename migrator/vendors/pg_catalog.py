@@ -419,7 +419,9 @@ def index_parts(definition: str) -> dict[str, Any]:
     if not match:
         return {"unique": definition.startswith("CREATE UNIQUE")}
     start = match.end() - 1
-    depth, quote, items, current, end = 0, "", [], [], len(definition)
+    depth, quote, end = 0, "", len(definition)
+    items: list[str] = []
+    current: list[str] = []
     for i in range(start, len(definition)):
         char = definition[i]
         if quote:

@@ -194,7 +194,7 @@ class FileLock:
     def holder(self) -> dict[str, Any] | None:
         try:
             with open(self.path, encoding="utf-8") as handle:
-                return json.loads(handle.read() or "null")  # type: ignore[no-any-return]
+                return json.loads(handle.read() or "null")
         except (OSError, ValueError):
             return None
 

@@ -166,7 +166,8 @@ def split_table(sql: str) -> tuple[list[list[str]], list[str]]:
 
 def _names(parts: list[str]) -> list[str]:
     """``["a", "b"]`` from the tokens ``( a , b )``: each item's first word."""
-    names, current = [], []
+    names: list[str] = []
+    current: list[str] = []
     for token in parts[1:-1]:
         if token == ",":
             names.append(current[0] if current else "")
@@ -348,7 +349,7 @@ def read(
     return objects
 
 
-def _columns(cursor, where, params, tables, parsed, kinds, objects) -> None:  # type: ignore[no-untyped-def]
+def _columns(cursor, where, params, tables, parsed, kinds, objects) -> None:
     cursor.execute(
         'SELECT m.name, p.name, p.type, p."notnull", p.dflt_value, p.pk, p.hidden '
         "FROM sqlite_master m JOIN pragma_table_xinfo(m.name) p "
@@ -384,7 +385,7 @@ def _lookup(mapping: dict[str, Any], column: str) -> Any:
     return next((v for k, v in mapping.items() if k.lower() == lowered), None)
 
 
-def _indexes(cursor, where, params, tables, rows, kinds, objects) -> None:  # type: ignore[no-untyped-def]
+def _indexes(cursor, where, params, tables, rows, kinds, objects) -> None:
     index_sql = {name: sql or "" for kind, name, _t, sql in rows if kind == "index"}
     cursor.execute(
         'SELECT m.name, il.name, il."unique", il.origin, ix.seqno, ix.name, ix."desc", '
@@ -428,7 +429,9 @@ def _index_columns(sql: str) -> list[str]:
         return []
     start = parts.index("(")
     end = _group(parts, start)
-    items, current, depth = [], [], 0
+    items: list[str] = []
+    current: list[str] = []
+    depth = 0
     for token in parts[start + 1 : end - 1]:
         if token == "(":
             depth += 1
@@ -444,7 +447,7 @@ def _index_columns(sql: str) -> list[str]:
     return [item.replace(" desc", " DESC").replace(" asc", "") for item in items]
 
 
-def _foreign_keys(cursor, where, params, tables, parsed, objects) -> None:  # type: ignore[no-untyped-def]
+def _foreign_keys(cursor, where, params, tables, parsed, objects) -> None:
     cursor.execute(
         'SELECT m.name, f.id, f.seq, f."table", f."from", f."to", f.on_update, f.on_delete, '
         "f.match FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f "

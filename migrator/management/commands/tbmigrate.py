@@ -153,7 +153,7 @@ class HelpFormatter(DjangoHelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
-class _LazyParsers(dict):  # type: ignore[type-arg]
+class _LazyParsers(dict):
     """The subcommand parsers by name; each gets its module's arguments when first used.
 
     argparse looks a subcommand's parser up here when it meets its name, so a command
