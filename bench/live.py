@@ -172,7 +172,7 @@ def seed(server: Server, users: int, orders: int, trades: int) -> tuple[str, flo
         conn.execute(
             "INSERT INTO users (id, name, created_at) "
             "SELECT i, 'user ' || i, now() - i * interval '1 minute' "
-            f"FROM generate_series(1, {users}) AS i"
+            f"FROM generate_series(1::bigint, {users}) AS i"
         )
         conn.execute(
             "INSERT INTO orders (id, user_id, symbol, side, qty, price, status, created_at, "
@@ -184,7 +184,7 @@ def seed(server: Server, users: int, orders: int, trades: int) -> tuple[str, flo
             "ELSE 'cancelled' END, "
             f"now() - ({orders} - i) * interval '1 second', "
             f"now() - ({orders} - i) * interval '1 second' "
-            f"FROM generate_series(1, {orders}) AS i"
+            f"FROM generate_series(1::bigint, {orders}) AS i"
         )
         conn.execute(
             "INSERT INTO trades (id, order_id, user_id, symbol, side, qty, price, executed_at, "
@@ -192,7 +192,7 @@ def seed(server: Server, users: int, orders: int, trades: int) -> tuple[str, flo
             f"SELECT i, o, 1 + (o * 7919) % {users}, ({symbols})[1 + o % {n}], "
             "CASE WHEN o % 2 = 0 THEN 'buy' ELSE 'sell' END, (1 + o % 500) / 100.0, "
             f"10 + o % 60000, now() - ({trades} - i) * interval '3 seconds', NULL "
-            f"FROM generate_series(1, {trades}) AS i, "
+            f"FROM generate_series(1::bigint, {trades}) AS i, "
             f"LATERAL (SELECT 1 + ((i::bigint - 1) * {step}) % {orders} AS o) AS pick"
         )
         for table, rows in (("users", users), ("orders", orders), ("trades", trades)):
@@ -538,20 +538,20 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def window_metrics(run: Run, a: float, b: float) -> dict[str, Any]:
-    """The workload in [a, b]: every transaction that overlapped it."""
-    inside = [r for r in run.records if r[1] < b and r[2] > a]
+    """The workload in [a, b]: the transactions that started in it (one that waited on a
+    step's lock belongs to that step), the completions in it, and its longest stall."""
+    inside = [r for r in run.records if a <= r[1] < b]
     latencies = sorted((r[2] - r[1]) * 1000 for r in inside)
-    done = [r for r in inside if not r[4] and a <= r[2] <= b]
+    done = sum(1 for r in run.records if not r[4] and a <= r[2] <= b)
     failed = [r for r in inside if r[4]]
     stall, at = longest_stall(run, a, b)
-    seconds = max(b - a, 1e-9)
     errors: dict[str, int] = {}
     for r in failed:
         errors[r[4][:120]] = errors.get(r[4][:120], 0) + 1
     return {
         "seconds": round(b - a, 3),
         "transactions": len(inside),
-        "tps": round(len(done) / seconds, 1),
+        "tps": round(done / max(b - a, 1e-9), 1),
         "failed": len(failed),
         "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
         "p50_ms": round(percentile(latencies, 0.50), 2),
@@ -559,20 +559,18 @@ def window_metrics(run: Run, a: float, b: float) -> dict[str, Any]:
         "p999_ms": round(percentile(latencies, 0.999), 2),
         "max_ms": round(latencies[-1], 2) if latencies else 0.0,
         "stall_s": round(stall, 3),
-        "stall_at": round(at - run.workload_start, 3) if stall else None,
+        "stall_at": round(at - run.workload_start, 3),
     }
 
 
 def longest_stall(run: Run, a: float, b: float) -> tuple[float, float]:
-    """The longest interval without a successful completion that touches [a, b], whole
-    (not cut at a or b: a stall that a step is inside of is that step's stall).  The
-    workload's start and end bound the first and last intervals."""
-    points = [run.workload_start, *(r[2] for r in run.records if not r[4]), run.workload_end]
-    points.sort()
-    best, at = 0.0, 0.0
-    for left, right in itertools.pairwise(points):
-        if right < a or left > b:
-            continue
+    """The longest part of [a, b] in which no transaction completed successfully, on any
+    client, and where it began.  [a, b] cuts the intervals between completions, so a
+    stall is the step's own: the one that goes on after its commit is not counted again
+    in the next step."""
+    points = sorted(r[2] for r in run.records if not r[4] and a < r[2] < b)
+    best, at = 0.0, a
+    for left, right in itertools.pairwise([a, *points, b]):
         if right - left > best:
             best, at = right - left, left
     return best, at
@@ -721,8 +719,8 @@ COLUMNS = [
     ("p99.9 ms", "p999_ms", "{:.1f}"),
     ("max ms", "max_ms", "{:.0f}"),
     ("stall s", "stall_s", "{:.2f}"),
-    ("p99 ratio", "p99_x", "{:.2f}"),
-    ("stall ratio", "stall_x", "{:.2f}"),
+    ("p99/base", "p99_x", "{:.2f}"),
+    ("stall/base", "stall_x", "{:.2f}"),
 ]
 
 
@@ -750,12 +748,12 @@ def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     print()
-    head = f"{'scenario':<16} {'window':<38}" + "".join(f"{h:>10}" for h, _, _ in COLUMNS)
+    head = f"{'scenario':<16} {'window':<38}" + "".join(f"{h:>11}" for h, _, _ in COLUMNS)
     print(head)
     for name, label, metrics, note in table_rows(report):
         line = f"{name:<16} {label[:38]:<38}"
         if metrics is not None:
-            line += "".join(f"{_cell(metrics, k, fmt):>10}" for _, k, fmt in COLUMNS)
+            line += "".join(f"{_cell(metrics, k, fmt):>11}" for _, k, fmt in COLUMNS)
         print(line + (f"  {note}" if note else ""))
     print()
     for name, result in report["scenarios"].items():
@@ -798,7 +796,7 @@ def markdown(report: dict[str, Any]) -> str:
         + ".",
         "",
         "| scenario | window | s | tps | failed | p50 ms | p99 ms | p99.9 ms | max ms "
-        "| stall s | p99 ratio | stall ratio |",
+        "| stall s | p99 / base | stall / base |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     keys = [c for c in COLUMNS if c[1] != "transactions"]
@@ -901,6 +899,7 @@ def main(args: argparse.Namespace) -> int:
         "postgresql": server.version,
         "python": sys.version.split()[0],
         "server": mask_url(args.pg_url),
+        "databases_prefix": server.prefix,
         "config": {k: v for k, v in vars(args).items() if k not in ("pg_url", "json", "markdown")},
         "scenarios": {},
     }
