@@ -351,15 +351,15 @@ def run_scenario(
     ]
     blocker = None
     measure_start = start + args.warmup
-    if scenario.startswith("blocker"):
-        # Its first read begins a second before the migration does, so the migration's
-        # first lock request always waits; then every hold + gap seconds.
-        blocker = Blocker(url, args.blocker_hold, args.blocker_gap)
-        _sleep_until(max(start, measure_start - 1.0))
-        blocker.start()
-    _sleep_until(measure_start)
     migration = None
     try:
+        if scenario.startswith("blocker"):
+            # Its first read begins a second before the migration does, so the
+            # migration's first lock request always waits; then every hold + gap seconds.
+            blocker = Blocker(url, args.blocker_hold, args.blocker_gap)
+            _sleep_until(max(start, measure_start - 1.0))
+            blocker.start()
+        _sleep_until(measure_start)
         if scenario == "baseline":
             series = (measure_start, measure_start + args.baseline_seconds)
             _sleep_until(series[1])
@@ -367,20 +367,24 @@ def run_scenario(
             migration = migrate(scenario, url, scripts, folder, args)
             series = (migration.started, migration.ended)
         _sleep_until(series[1] + args.tail)
-    finally:
-        workload_end = time.time()
-        for proc in clients:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGUSR1)
+    except BaseException:
+        end_children()  # Ctrl-C or an error: stop now, without waiting for anyone
         if blocker is not None:
             blocker.stop()
-        for proc in clients:
-            try:
-                proc.wait(timeout=args.client_timeout + 10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        raise
+    workload_end = time.time()
+    for proc in clients:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGUSR1)
+    if blocker is not None:
+        blocker.stop()
+    for proc in clients:
+        try:
+            proc.wait(timeout=args.client_timeout + 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     if migration is not None:
         inspect_database(server, database, migration)
     server.drop(database)
@@ -921,6 +925,8 @@ def main(args: argparse.Namespace) -> int:
             report["scenarios"][scenario] = result
             print(progress_line(result))
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
         end_children()
         failed = server.drop_all()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -961,7 +967,8 @@ if __name__ == "__main__":
     if ARGS.markdown:
         print(markdown(json.loads(Path(ARGS.markdown).read_text())))
         sys.exit(0)
-    signal.signal(signal.SIGTERM, _stop)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)  # even where the shell left SIGINT ignored (a & job)
     try:
         sys.exit(main(ARGS))
     except KeyboardInterrupt:
