@@ -874,6 +874,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="naive-accepted's hazards_accepted per version, JSON",
     )
     add("--json", default=str(BENCH / "results" / "live.json"), help="results file")
+    add("--records", metavar="DIR", help="also keep every transaction, <scenario>.tsv in DIR")
     add("--markdown", metavar="FILE", help="print the README tables of a results file; run nothing")
     args = parser.parse_args(argv)
     sizes = {
@@ -904,7 +905,11 @@ def main(args: argparse.Namespace) -> int:
         "python": sys.version.split()[0],
         "server": mask_url(args.pg_url),
         "databases_prefix": server.prefix,
-        "config": {k: v for k, v in vars(args).items() if k not in ("pg_url", "json", "markdown")},
+        "config": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("pg_url", "json", "markdown", "records")
+        },
         "scenarios": {},
     }
     print(f"{report['date']} | {report['machine']} | PostgreSQL {server.version}")
@@ -921,6 +926,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"seeded {template} in {seconds:.1f} s")
         for scenario in scenarios:
             run = run_scenario(scenario, server, template, workdir, args)
+            if args.records and run.records:
+                keep_records(run, Path(args.records))
             result = summarize(run)
             report["scenarios"][scenario] = result
             print(progress_line(result))
@@ -941,6 +948,27 @@ def main(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{report['seconds']:.0f} s in all; written: {out}")
     return 0
+
+
+def keep_records(run: Run, folder: Path) -> None:
+    """Every transaction of a scenario, merged, in time order (times from the workload's
+    start; the migration's and its steps' windows in the header)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    zero = run.workload_start
+    with open(folder / f"{run.scenario}.tsv", "w") as out:
+        out.write(f"# workload from 0 to {run.workload_end - zero:.3f} s, measured from ")
+        out.write(f"{run.measure_start - zero:.3f} s; series {run.series[0] - zero:.3f} ")
+        out.write(f"to {run.series[1] - zero:.3f} s\n")
+        for step in run.migration.steps if run.migration else []:
+            out.write(
+                f"# step {step['version']} {step['name']} {step['outcome']}: "
+                f"{step['started'] - zero:.3f} to {step['ended'] - zero:.3f} s\n"
+            )
+        out.write("scheduled\tstarted\tended\tkind\terror\n")
+        for sched, start, end, kind, error in run.records:
+            out.write(
+                f"{sched - zero:.6f}\t{start - zero:.6f}\t{end - zero:.6f}\t{kind}\t{error}\n"
+            )
 
 
 def progress_line(result: dict[str, Any]) -> str:
