@@ -745,9 +745,18 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | 
     return rows
 
 
+LATENCIES = ("p50_ms", "p99_ms", "p999_ms", "max_ms", "p99_x")
+
+
 def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
+    """Blank where the number would mean nothing: latencies of a window in which no
+    transaction started, a rate over less than half a second."""
     value = metrics.get(key)
-    return "" if value is None else fmt.format(value)
+    if value is None or (key in LATENCIES and not metrics.get("transactions")):
+        return ""
+    if key == "tps" and metrics.get("seconds", 0) < 0.5:
+        return ""
+    return fmt.format(value)
 
 
 def print_report(report: dict[str, Any]) -> None:
