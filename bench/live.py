@@ -364,7 +364,7 @@ def run_scenario(
             series = (measure_start, measure_start + args.baseline_seconds)
             _sleep_until(series[1])
         else:
-            migration = migrate(scenario, url, scripts, folder, args)
+            migration = migrate(url, scripts, folder, args)
             series = (migration.started, migration.ended)
         _sleep_until(series[1] + args.tail)
     except BaseException:
@@ -408,9 +408,7 @@ def _sleep_until(when: float) -> None:
         time.sleep(min(left, 0.5))
 
 
-def migrate(
-    scenario: str, url: str, scripts: Path, folder: Path, args: argparse.Namespace
-) -> Migration:
+def migrate(url: str, scripts: Path, folder: Path, args: argparse.Namespace) -> Migration:
     """``tbmigrate run`` as a real process; stopped (SIGTERM) past --max-migration-seconds."""
     argv = [*TBMIGRATE, "run", "--no-input", *shlex.split(args.tb_args)]
     migration = Migration(scripts=len(list(scripts.glob("*.py"))), argv=argv[3:])
@@ -906,7 +904,14 @@ def main(args: argparse.Namespace) -> int:
     scenarios = [s for s in SCENARIOS if s in (args.scenario or SCENARIOS)]
     if "baseline" not in scenarios:
         scenarios.insert(0, "baseline")  # ratios need a baseline of this run
-    server = Server(args.pg_url)
+    import psycopg
+
+    try:
+        server = Server(args.pg_url)
+    except psycopg.Error as exc:
+        first = mask_urls(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        print(f"cannot use PostgreSQL at {mask_url(args.pg_url)}: {first}", file=sys.stderr)
+        return 1
     report: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
