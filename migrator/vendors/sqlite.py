@@ -53,7 +53,7 @@ class SQLite(Vendor):
                 self._journal = "DELETE"
         self._inode = _identity(self._path)
 
-    def before_step(self, atomic: bool) -> None:
+    def before_step(self, atomic: bool, limits: StepTimeouts | None = None) -> None:
         """Foreign keys off for an atomic step, on for a non-atomic one.
 
         SQLite ignores ``PRAGMA foreign_keys`` inside a transaction, and rebuilding a
