@@ -256,21 +256,8 @@ def sqlstate(exc: BaseException | None) -> str | None:
     return None
 
 
-def is_lock_timeout(exc: BaseException) -> bool:
-    return sqlstate(exc) == LOCK_NOT_AVAILABLE
-
-
 def is_statement_timeout(exc: BaseException) -> bool:
     return sqlstate(exc) == QUERY_CANCELED and "statement timeout" in str(exc)
-
-
-def connection_lost(exc: BaseException, connection: Any) -> bool:
-    """Whether a step's failure took its connection with it."""
-    code = sqlstate(exc) or ""
-    if code.startswith(CONNECTION_LOST_PREFIXES):
-        return True
-    raw = getattr(connection, "connection", None)
-    return raw is not None and bool(getattr(raw, "broken", False))
 
 
 def describe_blockers(blockers: list[dict[str, Any]]) -> str:
