@@ -612,6 +612,18 @@ def journal_done(
     )
 
 
+def journal_progress_of(alias: str, version: Version | str, pid: int) -> dict[str, Any] | None:
+    """The progress committed by this process's in-progress step (None: no such row):
+    what the database holds, whatever the process believed when it was stopped."""
+    found = (
+        AppliedMigration.objects.using(alias)
+        .filter(version=str(version), status=IN_PROGRESS, pid=pid)
+        .values_list("progress", flat=True)
+        .first()
+    )
+    return None if found is None else dict(found or {})
+
+
 def journal_end(alias: str, *, version: str, status: str, error: str, pid: int) -> int:
     """A journaled step ended badly: ``failed``, or left ``in_progress`` with a note
     (interrupted by a signal: it is interrupted once this process is gone).  Only the
