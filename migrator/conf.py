@@ -42,14 +42,20 @@ DEFAULTS: dict[str, Any] = {
         "auth_user_user_permissions",
         "sqlite_sequence",
     ],
-    # PostgreSQL: per-step lock_timeout / statement_timeout in seconds (None or 0: no limit).
-    # A step waiting for a lock on a busy table makes every query on it wait behind the
-    # step, so by default it gives up after 10 s and is retried (the whole transaction)
-    # PG_LOCK_RETRIES times, PG_LOCK_RETRY_PAUSE seconds apart.
-    "PG_LOCK_TIMEOUT": 10.0,
-    "PG_STATEMENT_TIMEOUT": None,
-    "PG_LOCK_RETRIES": 2,
-    "PG_LOCK_RETRY_PAUSE": 5.0,
+    # PostgreSQL: how long a step waits for a table lock, and how it retries.  While a
+    # migration waits for a lock on a busy table, every query on that table waits behind
+    # it: so the first attempt waits 0.1 s, each retry 1.5 times longer up to 0.5 s, with
+    # pauses doubling from 0.1 s up to 5 s (jittered) in between for the queued traffic to
+    # drain; at most 30 retries within 120 s of waits and pauses (README: Safety, measured
+    # with bench/live.py).  Atomic steps: a statement running longer than 10 s is cancelled
+    # (a long statement there holds its locks to the commit); non-atomic ones have none.
+    "PG_LOCK_TIMEOUT": 0.1,
+    "PG_LOCK_TIMEOUT_MAX": 0.5,
+    "PG_LOCK_RETRIES": 30,
+    "PG_LOCK_RETRY_PAUSE": 0.1,
+    "PG_LOCK_RETRY_PAUSE_MAX": 5.0,
+    "PG_LOCK_RETRY_BUDGET": 120.0,
+    "PG_STATEMENT_TIMEOUT": 10.0,
     # How many SQL statements of one step the audit event keeps.
     "MAX_STATEMENTS_KEPT": 500,
     # validate migration/rollback: seconds a dry run waits for a table lock before giving
@@ -72,9 +78,17 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def get(name: str) -> Any:
+def get(name: str, alias: str | None = None) -> Any:
     """``settings.TBMIGRATE_<NAME>``, else the environment variable of that name (numbers
-    and the lists' comma-separated text parsed as the default's type), else the default."""
+    and the lists' comma-separated text parsed as the default's type), else the default.
+
+    With ``alias``, a value set for that database alone comes first: its ``DATABASES``
+    entry may hold ``"TBMIGRATE": {"PG_LOCK_TIMEOUT": 0.2}`` (settings of one database,
+    beside its connection settings, as ``TEST`` is)."""
+    if alias is not None:
+        own = settings.DATABASES.get(alias, {}).get("TBMIGRATE") or {}
+        if name in own:
+            return own[name]
     key = f"TBMIGRATE_{name}"
     if hasattr(settings, key):
         return getattr(settings, key)

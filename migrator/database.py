@@ -13,10 +13,19 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
+if TYPE_CHECKING:
+    from migrator.timeouts import Retrying
+
+_CONCURRENT_INDEX = re.compile(
+    r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r'(?P<name>(?:"(?:[^"]|"")+"|[\w$]+)(?:\.(?:"(?:[^"]|"")+"|[\w$]+))?)\s+ON\b',
+    re.IGNORECASE,
+)
+T = TypeVar("T")
 _IDENT = re.compile(r'^\s*("(?:[^"]|"")+"|\[[^\]]+\]|`[^`]+`|[^\s(,]+)')
 _CONSTRAINT_WORDS = {"constraint", "primary", "unique", "check", "foreign"}
 
@@ -34,6 +43,10 @@ class Database:
         # earlier, unfinished attempt committed, where a rerun may start.
         self.on_progress: Callable[[dict[str, Any]], None] | None = None
         self.resume_points: dict[str, Any] = {}
+        # Set by the executor for a non-atomic step on PostgreSQL: a statement (or a
+        # batch) that lock_timeout gave up on is tried again (``timeouts.Retrying``).
+        self.retrying: Retrying | None = None
+        self.invalid_left: list[str] = []  # INVALID indexes a failed retry could not drop
 
     # -- running SQL -------------------------------------------------------------------
     @property
@@ -45,10 +58,69 @@ class Database:
         return self.vendor == "sqlite"
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> Any:
-        """Run one statement with ``%s`` placeholders; return the (open) cursor."""
-        cursor = self.connection.cursor()
-        cursor.execute(sql, params)
-        return cursor
+        """Run one statement with ``%s`` placeholders; return the (open) cursor.
+
+        In a non-atomic step (autocommit) a statement that PostgreSQL's lock_timeout
+        gives up on has done nothing, and is tried again after a pause, as the step's
+        retry settings say; a ``CREATE INDEX CONCURRENTLY`` that gives up leaves an
+        INVALID index behind, which is dropped before the next try (and after the last).
+        """
+
+        def run() -> Any:
+            cursor = self.connection.cursor()
+            cursor.execute(sql, params)
+            return cursor
+
+        return self.retried(run, cleanup=self._invalid_index_cleanup(sql))
+
+    def retried(self, work: Callable[[], T], cleanup: Callable[[], None] | None = None) -> T:
+        """``work()``, tried again when a lock wait times out, where that is safe: in a
+        non-atomic step on PostgreSQL, and outside any transaction (``work`` may open its
+        own, as each batch of ``batched_update`` does: the timeout undoes all of it)."""
+        if self.retrying is None or self.connection.in_atomic_block:
+            return work()
+        return self.retrying.run(work, cleanup=cleanup)
+
+    def _invalid_index_cleanup(self, sql: str) -> Callable[[], None] | None:
+        match = _CONCURRENT_INDEX.match(sql) if self.is_postgresql else None
+        if match is None:
+            return None
+        name = match.group("name")
+
+        def cleanup() -> None:
+            self.drop_invalid_index(name)
+
+        return cleanup
+
+    def drop_invalid_index(self, name: str) -> bool:
+        """Drop the index ``name`` if it is INVALID (what a failed ``CREATE INDEX
+        CONCURRENTLY`` leaves: it slows every write and serves no read); True if dropped.
+        ``name`` as written in SQL (quoted or not, schema-qualified or not).
+
+        ``DROP INDEX CONCURRENTLY`` blocks no reader or writer while it waits, so in a
+        retried step it may wait as long as the step's whole retry budget; one it still
+        cannot drop is named in ``invalid_left`` (and in the step's error)."""
+        if not self.is_postgresql:
+            return False
+        invalid = self.scalar(
+            "SELECT NOT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+            [name],
+        )
+        if not invalid:
+            return False
+        retrying = self.retrying
+        if retrying is not None:
+            retrying.set_lock_timeout(retrying.limits.retry_budget or None)
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        except DatabaseError:
+            self.invalid_left.append(name)
+            return False
+        finally:
+            if retrying is not None:
+                retrying.set_lock_timeout(retrying.limits.lock_timeout_at(1))
+        return True
 
     def execute_script(self, sql: str, *, source: str = "", first_line: int = 1) -> None:
         """Run several ``;``-separated statements, one at a time, without parameters.
@@ -61,8 +133,6 @@ class Database:
         ``COMMIT`` and the like are refused before anything runs: they would end
         tbmigrate's transaction, and with it the step's all-or-nothing.
         """
-        from django.db import DatabaseError
-
         from migrator.errors import SqlScriptError
         from migrator.sqlsplit import split
 
@@ -233,42 +303,50 @@ class Database:
             after = [resume]
         own_batches = not self.connection.in_atomic_block
         started = time.monotonic()
+
+        def one_batch() -> tuple[Any, int]:
+            """One batch: (its upper key, rows updated), or (None, 0) when none is left."""
+            above = f"{q_key} > %s AND " if after else ""
+            with contextlib.ExitStack() as batch:
+                if own_batches:
+                    # Each batch commits on its own, with its progress record.
+                    batch.enter_context(transaction.atomic(using=self.alias))
+                upper = self.scalar(
+                    f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
+                    f"WHERE {above}1 = 1{condition} ORDER BY {q_key} LIMIT %s) AS batch",
+                    [*after, *where_params, batch_size],
+                )
+                if upper is None:
+                    return None, 0
+                cursor = self.execute(
+                    f"UPDATE {q_table} SET {set_sql} WHERE {above}{q_key} <= %s{condition}",
+                    [*set_params, *after, upper, *where_params],
+                )
+                count = max(cursor.rowcount, 0)
+                cursor.close()
+                if self.on_progress is not None:
+                    elapsed = max(time.monotonic() - started, 1e-9)
+                    self.on_progress(
+                        {
+                            "table": table,
+                            "key": key,
+                            "rows_done": done + count,
+                            "rows_total": getattr(bar, "total", None),
+                            "last_key": upper,
+                            "rate": round((done + count) / elapsed, 1),
+                            "batch_size": batch_size,
+                            "updated_at": datetime.now(UTC).isoformat(),
+                        }
+                    )
+            return upper, count
+
         try:
             while True:
-                above = f"{q_key} > %s AND " if after else ""
-                with contextlib.ExitStack() as batch:
-                    if own_batches:
-                        # Each batch commits on its own, with its progress record.
-                        batch.enter_context(transaction.atomic(using=self.alias))
-                    upper = self.scalar(
-                        f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
-                        f"WHERE {above}1 = 1{condition} ORDER BY {q_key} LIMIT %s) AS batch",
-                        [*after, *where_params, batch_size],
-                    )
-                    if upper is None:
-                        return done
-                    cursor = self.execute(
-                        f"UPDATE {q_table} SET {set_sql} WHERE {above}{q_key} <= %s{condition}",
-                        [*set_params, *after, upper, *where_params],
-                    )
-                    count = max(cursor.rowcount, 0)
-                    cursor.close()
-                    done += count
-                    after = [upper]
-                    if self.on_progress is not None:
-                        elapsed = max(time.monotonic() - started, 1e-9)
-                        self.on_progress(
-                            {
-                                "table": table,
-                                "key": key,
-                                "rows_done": done,
-                                "rows_total": getattr(bar, "total", None),
-                                "last_key": upper,
-                                "rate": round(done / elapsed, 1),
-                                "batch_size": batch_size,
-                                "updated_at": datetime.now(UTC).isoformat(),
-                            }
-                        )
+                upper, count = self.retried(one_batch)
+                if upper is None:
+                    return done
+                done += count
+                after = [upper]
                 if bar is not None:
                     bar.update(count)
                 if pause:
@@ -318,8 +396,6 @@ class _SqliteRebuild:
         if in_transaction:
             self._rebuild(column)
             return
-        from django.db import transaction
-
         db.execute("PRAGMA foreign_keys = OFF")
         try:
             with transaction.atomic(using=db.alias):

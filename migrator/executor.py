@@ -43,7 +43,7 @@ import sys
 import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -88,11 +88,11 @@ class _Capture:
     limit: int
     statements: list[dict[str, Any]] = field(default_factory=list)
     count: int = 0
-    # Facts for the audit event: lock retries made, sessions seen blocking the step.
     details: dict[str, Any] = field(default_factory=dict)
-    blockers: list[dict[str, Any]] = field(default_factory=list)
-    attempts: int = 1
-    lock_waits: list[float] = field(default_factory=list)  # ms lost to each lock timeout
+    # Lock waits that timed out, retries, sessions seen blocking the step: the honest cost.
+    waits: timeouts.LockWaits = field(default_factory=timeouts.LockWaits)
+    limits: timeouts.StepTimeouts = field(default_factory=timeouts.StepTimeouts)
+    invalid_left: list[str] = field(default_factory=list)  # INVALID indexes not dropped
 
     def restart(self) -> None:
         """A retried attempt: keep only its own statements."""
@@ -113,15 +113,11 @@ class _Capture:
 
     def facts(self) -> dict[str, Any]:
         """What the audit event says of the attempts, besides the statements."""
-        found = dict(self.details)
-        found["attempts"] = self.attempts
-        if self.lock_waits:
-            found["lock_waits"] = {
-                "count": len(self.lock_waits),
-                "total_ms": round(sum(self.lock_waits), 3),
-                "longest_ms": round(max(self.lock_waits), 3),
-            }
-        return found
+        return {**self.details, **self.waits.facts()}
+
+    @property
+    def lock_wait_ms(self) -> float:
+        return round(sum(self.waits.waits_ms), 3)
 
 
 def _params_for_audit(sql: str, params: Any, many: bool) -> Any:
@@ -170,8 +166,10 @@ class _Journal:
 
     def update(self, info: dict[str, Any]) -> None:
         """``db.on_progress``: called by ``batched_update`` inside each batch's
-        transaction, so the recorded progress is exactly what committed."""
-        updates = self.progress.setdefault("updates", [])
+        transaction, so the recorded progress is exactly what committed.  What this
+        object holds (for the audit event of a step stopped later) changes only once the
+        batch has committed: a signal between the two must not make it say more."""
+        updates = [dict(item) for item in self.progress.get("updates", [])]
         key = (info.get("table"), info.get("key"))
         for i, item in enumerate(updates):
             if (item.get("table"), item.get("key")) == key:
@@ -179,7 +177,13 @@ class _Journal:
                 break
         else:
             updates.append(dict(info))
-        history.journal_progress(self.alias, self.version, self.progress)
+        progress = {**self.progress, "updates": updates}
+        history.journal_progress(self.alias, self.version, progress)
+
+        def committed() -> None:
+            self.progress = {**self.progress, "updates": updates}
+
+        transaction.on_commit(committed, using=self.alias)
 
     def note(self, **facts: Any) -> None:
         """Facts that are not a batch (lock waits, blockers); written at once."""
@@ -204,7 +208,7 @@ class Executor:
     ) -> None:
         self.alias = alias
         self.progress = progress or Progress()
-        self.timeouts = step_timeouts or timeouts.StepTimeouts.resolve()
+        self.timeouts = step_timeouts or timeouts.StepTimeouts.resolve(alias=alias)
         self.connection = connections[alias]
         self.vendor = vendors.of(self.connection)
         self.database = targets.describe(alias)
@@ -329,6 +333,8 @@ class Executor:
             ),
         )
         capture = _Capture(limit=int(conf.get("MAX_STATEMENTS_KEPT")))
+        limits = self.timeouts.for_script(script.lock_timeout, script.lock_retries)
+        capture.limits = limits
         db = Database(self.connection)
         journaled = self.journaled(script)
         journal = _Journal(self.alias, script.version) if journaled else None
@@ -338,9 +344,9 @@ class Executor:
             if self.lock is not None:
                 self.lock.note_step(script.label, action)
             if journal is None:
-                self._atomic_with_retries(action, script, func, capture, db, output)
+                self._atomic_with_retries(action, script, func, capture, db, output, limits)
             else:
-                self._journaled(action, script, func, capture, db, journal, output)
+                self._journaled(action, script, func, capture, db, journal, output, limits)
             duration = _ms_since(started)
         except BaseException as exc:
             duration = _ms_since(started)
@@ -353,8 +359,8 @@ class Executor:
             duration,
             "",
             capture.count,
-            capture.attempts,
-            round(sum(capture.lock_waits), 3),
+            capture.waits.attempts,
+            capture.lock_wait_ms,
         )
         self._log(result)
         self.progress.on_done(result)
@@ -395,8 +401,8 @@ class Executor:
             duration,
             error,
             capture.count,
-            capture.attempts,
-            round(sum(capture.lock_waits), 3),
+            capture.waits.attempts,
+            capture.lock_wait_ms,
         )
         self._log(result)
         self.progress.on_done(result)
@@ -459,46 +465,51 @@ class Executor:
         capture: _Capture,
         db: Database,
         output: _Tee,
+        limits: timeouts.StepTimeouts,
     ) -> None:
         """Run an atomic step; when PostgreSQL's lock_timeout fires, retry the whole
-        transaction after a pause (as strong_migrations does), up to the retry limit."""
+        transaction after a growing, jittered pause (``timeouts.Retrying``), each attempt
+        waiting a little longer, within the retry limits.  Inside a caller's transaction
+        (``one_transaction``, or the API called in one) a lock timeout has undone more
+        than the step, so it is not retried here."""
         started = time.perf_counter()
-        while True:
+
+        def attempt() -> None:
             capture.restart()
-            attempt_started = time.perf_counter()
-            try:
-                local = self._prepare(atomic=True)
-                self.vendor.check_present()
-                with transaction.atomic(using=self.alias, savepoint=not self._outer):
-                    if local:
-                        self.vendor.local_timeouts(self.timeouts)
-                    with self._tracking(), self._running(capture, output):
-                        func(db)
-                    self._check_foreign_keys()
-                    self.vendor.check_present()
-                    self._record_success(action, script, _ms_since(started), capture, output)
-                return
-            except DatabaseError as exc:
-                retries = capture.attempts - 1
-                if (
-                    not self.vendor.is_lock_timeout(exc)
-                    or self.vendor.name != "postgresql"
-                    or self._outer  # the whole transaction is gone: its caller may retry
-                ):
-                    raise
-                capture.lock_waits.append(_ms_since(attempt_started))
-                if retries >= self.timeouts.lock_retries:
-                    raise
-                capture.attempts += 1
-                capture.details["lock_retries"] = retries + 1
-                blocked = timeouts.describe_blockers(capture.blockers) or "an unknown session"
-                self.progress.on_message(
-                    f" lock_timeout ({self.timeouts.lock_timeout:g} s), blocked by {blocked}; "
-                    f"retry {retries + 1} of {self.timeouts.lock_retries} "
-                    f"in {self.timeouts.retry_pause:g} s"
-                )
-                time.sleep(self.timeouts.retry_pause)
+            if capture.waits.attempts > 1:
                 self.progress.on_start(action, script)
+            local = self._prepare(atomic=True, limits=limits)
+            self.vendor.check_present()
+            with transaction.atomic(using=self.alias, savepoint=not self._outer):
+                if local:
+                    self.vendor.local_timeouts(limits)
+                with self._tracking(), self._running(capture, output):
+                    func(db)
+                self._check_foreign_keys()
+                self.vendor.check_present()
+                self._record_success(action, script, _ms_since(started), capture, output)
+
+        if self._outer or self.connection.in_atomic_block:
+            attempt()
+            return
+        self._retrying(limits, capture).run(attempt)
+
+    def _retrying(self, limits: timeouts.StepTimeouts, capture: _Capture) -> timeouts.Retrying:
+        """Retries on lock timeouts for this step (PostgreSQL; nothing else has them)."""
+
+        def set_lock_timeout(seconds: float | None) -> None:
+            with contextlib.suppress(DatabaseError):  # a lost session says so by itself
+                self.vendor.set_lock_timeout(seconds)
+
+        retries = limits if self.vendor.name == "postgresql" else replace(limits, lock_retries=0)
+        return timeouts.Retrying(
+            retries,
+            capture.waits,
+            is_lock_timeout=self.vendor.is_lock_timeout,
+            set_lock_timeout=set_lock_timeout,
+            on_retry=self.progress.on_message,
+            blockers=lambda: list(self._watcher.blockers) if self._watcher else [],
+        )
 
     def _journaled(
         self,
@@ -509,10 +520,14 @@ class Executor:
         db: Database,
         journal: _Journal,
         output: _Tee,
+        limits: timeouts.StepTimeouts,
     ) -> None:
-        """Journal the step, run it in autocommit, then record how it ended."""
+        """Journal the step, run it in autocommit, then record how it ended.  Each
+        statement (each batch of a ``batched_update``) that PostgreSQL's lock_timeout
+        gives up on is retried on its own (``db.retrying``): in autocommit a timed-out
+        statement has done nothing, so trying it again is safe."""
         started = time.perf_counter()
-        self._prepare(atomic=False)
+        self._prepare(atomic=False, limits=limits)
         self.vendor.check_present()
         direction = "up" if action == "apply" else "down"
         with transaction.atomic(using=self.alias):
@@ -538,6 +553,8 @@ class Executor:
                 },
             )
         db.on_progress = journal.update
+        db.retrying = self._retrying(limits, capture)
+        db.invalid_left = capture.invalid_left
         if action == "apply":
             db.resume_points = history.resume_points(self.alias, script.version, script.checksum)
             if db.resume_points:
@@ -600,9 +617,7 @@ class Executor:
             with watch.watching():
                 yield
         finally:
-            if watch.blockers:
-                capture.blockers = watch.blockers
-                capture.details["blocked_by"] = watch.blockers
+            capture.waits.saw(watch.blockers)
 
     def _explain(self, exc: BaseException, capture: _Capture) -> str:
         """The one-line reason a step failed, in the user's terms."""
@@ -624,23 +639,35 @@ class Executor:
                 "it), then run again, or raise --lock-timeout"
             )
         if self.vendor.is_lock_timeout(exc):
-            tries = capture.attempts
-            blocked = timeouts.describe_blockers(capture.blockers)
+            tries = capture.waits.attempts
+            seen = list(capture.waits.blockers.values())
+            blocked = timeouts.describe_blockers(seen)
             who = (
                 f"blocked by {blocked}; wait for it to finish or end it "
-                f"(SELECT pg_terminate_backend({capture.blockers[0]['pid']}))"
+                f"(SELECT pg_terminate_backend({seen[0]['pid']}))"
                 if blocked
                 else "the blocking session could not be identified (see pg_locks)"
             )
+            limits = capture.limits
+            first, last = limits.lock_timeout_at(1) or 0, limits.lock_timeout_at(tries) or 0
+            waits = f"{first:g} s" + (f", growing to {last:g} s" if last != first else "")
+            waited = sum(capture.waits.waits_ms) / 1000
+            left = "".join(
+                f"; it left the INVALID index {name}, which could not be dropped while "
+                f"blocked: DROP INDEX CONCURRENTLY {name} once the blocker has ended"
+                for name in capture.invalid_left
+            )
             return (
-                f"gave up waiting for a lock: lock_timeout ({self.timeouts.lock_timeout:g} s) "
-                f"reached {tries} time(s); {who}, then run again, or raise "
-                "--pg-lock-timeout / --pg-lock-retries"
+                f"gave up waiting for a lock: lock_timeout ({waits}) reached {tries} time(s) "
+                f"in {waited:.1f} s of waiting; {who}, then run again, or raise "
+                f"--pg-lock-timeout / --pg-lock-retries{left}"
             )
         if timeouts.is_statement_timeout(exc):
+            limit = capture.limits.statement_timeout or 0
             return (
-                f"statement_timeout ({self.timeouts.statement_timeout:g} s) reached ({error}); "
-                "raise --pg-statement-timeout if the step needs longer"
+                f"statement_timeout ({limit:g} s) reached ({error}); raise "
+                "--pg-statement-timeout (or the setting PG_STATEMENT_TIMEOUT) if the step needs "
+                "longer, or make the step non-atomic (atomic = False), which has none"
             )
         return error
 
@@ -735,6 +762,17 @@ class Executor:
         def write() -> None:
             with transaction.atomic(using=self.alias):
                 if record is not None:
+                    # How far it got, as committed (a resume starts from it): the row's,
+                    # never what this process believed when the signal came.
+                    committed = history.journal_progress_of(
+                        self.alias, record["version"], record["pid"]
+                    )
+                    if committed:
+                        event["details"] = {**event["details"], "progress": committed}
+                    else:
+                        event["details"] = {
+                            k: v for k, v in event["details"].items() if k != "progress"
+                        }
                     history.journal_end(self.alias, **record)
                 history.audit(self.alias, **event)
 
@@ -773,7 +811,7 @@ class Executor:
         )
 
     # -- vendor details ----------------------------------------------------------------
-    def _prepare(self, atomic: bool) -> bool:
+    def _prepare(self, atomic: bool, limits: timeouts.StepTimeouts | None = None) -> bool:
         """Put the session as the next step needs it, changing only what differs.
 
         A new connection (after a lost one) starts from the defaults again, so the
@@ -790,7 +828,7 @@ class Executor:
         if raw is not self._session:
             self._session = raw
             self.vendor.start_session(self.timeouts, self.busy_seconds)
-        self.vendor.before_step(atomic)
+        self.vendor.before_step(atomic, limits or self.timeouts)
         return False
 
     @property

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from migrator import conf, redact
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
 QUERY_CANCELED = "57014"  # statement_timeout fired (or a cancel request)
@@ -40,12 +42,28 @@ CONNECTION_LOST_PREFIXES = ("08", "57P")
 
 @dataclass(frozen=True)
 class StepTimeouts:
-    """Seconds (``None``/0: no limit) and the retry policy for lock timeouts."""
+    """How long a step may wait for a lock, and how it retries (seconds; ``None``/0: no
+    limit).
+
+    ``lock_timeout`` is the first attempt's wait; each retry waits 1.5 times longer, up
+    to ``lock_timeout_max`` (GitLab's ``with_lock_retries`` escalates the same way: a
+    quiet table is won at once, a busy one a little later, and no attempt queues the
+    table's traffic for longer than the cap).  Between attempts a pause that doubles from
+    ``retry_pause`` up to ``retry_pause_max``, each drawn between half and all of that
+    (jitter, so that two migrators do not retry in step), gives the traffic that queued
+    behind the attempt room to drain.  At most ``lock_retries`` retries, and no retry
+    that would start after ``retry_budget`` seconds of lock waits and pauses.
+    ``statement_timeout`` bounds each statement of an atomic step (a non-atomic step is
+    long by design: its batches are each short, and it gets no statement timeout).
+    """
 
     lock_timeout: float | None = None
     statement_timeout: float | None = None
     lock_retries: int = 0
     retry_pause: float = 0.0
+    lock_timeout_max: float | None = None
+    retry_pause_max: float | None = None
+    retry_budget: float | None = None
 
     @classmethod
     def resolve(
@@ -54,20 +72,59 @@ class StepTimeouts:
         statement_timeout: float | None = None,
         lock_retries: int | None = None,
         retry_pause: float | None = None,
+        *,
+        alias: str | None = None,
     ) -> StepTimeouts:
-        """Flags where given, else the settings (read now)."""
+        """Flags where given, else the settings of ``alias`` (read now: see ``conf.get``).
+
+        A lock timeout given as a flag is the first attempt's wait; retries grow it up to
+        ``PG_LOCK_TIMEOUT_MAX`` when that is higher."""
 
         def pick(value: Any, name: str) -> Any:
-            return conf.get(name) if value is None else value
+            return conf.get(name, alias=alias) if value is None else value
 
         lock = pick(lock_timeout, "PG_LOCK_TIMEOUT")
+        cap = conf.get("PG_LOCK_TIMEOUT_MAX", alias=alias)
         statement = pick(statement_timeout, "PG_STATEMENT_TIMEOUT")
+        pause = max(float(pick(retry_pause, "PG_LOCK_RETRY_PAUSE")), 0.0)
+        pause_cap = conf.get("PG_LOCK_RETRY_PAUSE_MAX", alias=alias)
+        budget = conf.get("PG_LOCK_RETRY_BUDGET", alias=alias)
         return cls(
             lock_timeout=float(lock) if lock else None,
             statement_timeout=float(statement) if statement else None,
             lock_retries=max(int(pick(lock_retries, "PG_LOCK_RETRIES")), 0),
-            retry_pause=max(float(pick(retry_pause, "PG_LOCK_RETRY_PAUSE")), 0.0),
+            retry_pause=pause,
+            lock_timeout_max=max(float(cap), float(lock)) if cap and lock else None,
+            retry_pause_max=max(float(pause_cap), pause) if pause_cap else None,
+            retry_budget=float(budget) if budget else None,
         )
+
+    def for_script(self, lock_timeout: float | None, lock_retries: int | None) -> StepTimeouts:
+        """These limits for a script that sets its own (``lock_timeout = "500ms"``: every
+        attempt waits that long; ``lock_retries = 30``)."""
+        if lock_timeout is None and lock_retries is None:
+            return self
+        changes: dict[str, Any] = {}
+        if lock_timeout is not None:
+            changes["lock_timeout"] = lock_timeout or None
+            changes["lock_timeout_max"] = None
+        if lock_retries is not None:
+            changes["lock_retries"] = lock_retries
+        return replace(self, **changes)
+
+    def lock_timeout_at(self, attempt: int) -> float | None:
+        """The lock wait of attempt ``attempt`` (1 is the first)."""
+        if not self.lock_timeout:
+            return None
+        wait = self.lock_timeout * 1.5 ** max(attempt - 1, 0)
+        return min(wait, self.lock_timeout_max) if self.lock_timeout_max else self.lock_timeout
+
+    def pause_after(self, attempt: int, draw: Callable[[], float] = random.random) -> float:
+        """The pause after failed attempt ``attempt``: doubling, capped, jittered."""
+        pause = self.retry_pause * 2 ** max(attempt - 1, 0)
+        if self.retry_pause_max:
+            pause = min(pause, self.retry_pause_max)
+        return pause * (0.5 + 0.5 * draw())
 
     def statements(self, local: bool) -> list[str]:
         """The ``SET`` statements for a step (``SET LOCAL`` inside its transaction)."""
@@ -78,8 +135,113 @@ class StepTimeouts:
             ("statement_timeout", self.statement_timeout),
         ):
             if seconds:
-                found.append(f"SET {scope}{setting} = '{max(int(seconds * 1000), 1)}ms'")
+                found.append(f"SET {scope}{setting} = '{milliseconds(seconds)}'")
         return found
+
+
+def milliseconds(seconds: float | None) -> str:
+    """A PostgreSQL duration setting: ``'250ms'``; ``'0'`` (no limit) for ``None``/0."""
+    return f"{max(int(seconds * 1000), 1)}ms" if seconds else "0"
+
+
+@dataclass
+class LockWaits:
+    """The lock waits of one step, across its attempts (the honest cost of a step)."""
+
+    attempts: int = 1
+    waits_ms: list[float] = field(default_factory=list)  # each wait that timed out
+    blockers: dict[int, dict[str, Any]] = field(default_factory=dict)  # by server pid
+
+    def saw(self, blockers: list[dict[str, Any]]) -> None:
+        for blocker in blockers:
+            self.blockers.setdefault(int(blocker["pid"]), blocker)
+
+    @property
+    def retries(self) -> int:
+        return self.attempts - 1
+
+    def facts(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"attempts": self.attempts}
+        if self.retries:
+            found["lock_retries"] = self.retries
+        if self.waits_ms:
+            found["lock_waits"] = {
+                "count": len(self.waits_ms),
+                "total_ms": round(sum(self.waits_ms), 3),
+                "longest_ms": round(max(self.waits_ms), 3),
+            }
+        if self.blockers:
+            found["blocked_by"] = list(self.blockers.values())
+        return found
+
+
+class Retrying:
+    """Run one thing (an atomic step's transaction, or one statement or batch of a
+    non-atomic step) again when PostgreSQL's ``lock_timeout`` gave up on it.
+
+    Safe only for what a lock timeout undoes entirely: a whole transaction, or one
+    statement in autocommit.  ``set_lock_timeout(seconds)`` sets the session's wait for
+    the next attempt (it must not run inside a transaction that the retry undoes);
+    ``on_retry(message)`` tells the user; ``cleanup()`` runs after a timed-out attempt
+    (``CREATE INDEX CONCURRENTLY`` leaves an INVALID index behind it).
+    """
+
+    def __init__(
+        self,
+        limits: StepTimeouts,
+        waits: LockWaits,
+        *,
+        is_lock_timeout: Callable[[BaseException], bool],
+        set_lock_timeout: Callable[[float | None], None],
+        on_retry: Callable[[str], None],
+        blockers: Callable[[], list[dict[str, Any]]] = list,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limits = limits
+        self.waits = waits
+        self.is_lock_timeout = is_lock_timeout
+        self.set_lock_timeout = set_lock_timeout
+        self.on_retry = on_retry
+        self.blockers = blockers
+        self.sleep = sleep
+
+    def run(self, attempt: Callable[[], T], cleanup: Callable[[], None] | None = None) -> T:
+        spent = 0.0  # seconds of timed-out waits and pauses, for the budget
+        tries = 1
+        try:
+            while True:
+                started = time.perf_counter()
+                try:
+                    return attempt()
+                except Exception as exc:
+                    if not self.is_lock_timeout(exc):
+                        raise
+                    waited = time.perf_counter() - started
+                    self.waits.waits_ms.append(round(waited * 1000, 3))
+                    self.waits.saw(self.blockers())
+                    spent += waited
+                    if cleanup is not None:
+                        cleanup()
+                    pause = self.limits.pause_after(tries)
+                    budget = self.limits.retry_budget
+                    if tries > self.limits.lock_retries or (budget and spent + pause > budget):
+                        raise
+                    waited_for = self.limits.lock_timeout_at(tries) or waited
+                    tries += 1
+                    self.waits.attempts += 1
+                    wait = self.limits.lock_timeout_at(tries)
+                    blocked = describe_blockers(self.blockers()) or "an unknown session"
+                    self.on_retry(
+                        f" lock_timeout ({waited_for:g} s), blocked by {blocked}; retry "
+                        f"{tries - 1} of {self.limits.lock_retries} in {pause:.2g} s"
+                        + (f", waiting up to {wait:g} s" if wait and wait != waited_for else "")
+                    )
+                    self.sleep(pause)
+                    spent += pause
+                    self.set_lock_timeout(wait)
+        finally:
+            if tries > 1:  # back to the first attempt's wait for what comes next
+                self.set_lock_timeout(self.limits.lock_timeout_at(1))
 
 
 def sqlstate(exc: BaseException | None) -> str | None:
@@ -94,21 +256,8 @@ def sqlstate(exc: BaseException | None) -> str | None:
     return None
 
 
-def is_lock_timeout(exc: BaseException) -> bool:
-    return sqlstate(exc) == LOCK_NOT_AVAILABLE
-
-
 def is_statement_timeout(exc: BaseException) -> bool:
     return sqlstate(exc) == QUERY_CANCELED and "statement timeout" in str(exc)
-
-
-def connection_lost(exc: BaseException, connection: Any) -> bool:
-    """Whether a step's failure took its connection with it."""
-    code = sqlstate(exc) or ""
-    if code.startswith(CONNECTION_LOST_PREFIXES):
-        return True
-    raw = getattr(connection, "connection", None)
-    return raw is not None and bool(getattr(raw, "broken", False))
 
 
 def describe_blockers(blockers: list[dict[str, Any]]) -> str:

@@ -45,27 +45,29 @@ def add_step_options(parser: Any) -> None:
         "--pg-lock-timeout",
         type=float,
         metavar="SECONDS",
-        help="Give up waiting for a table lock after SECONDS, 0: never "
-        "(default: setting PG_LOCK_TIMEOUT, 10).",
+        help="The first attempt's wait for a table lock, 0: no limit; each retry waits 1.5 "
+        "times longer up to PG_LOCK_TIMEOUT_MAX (default: setting PG_LOCK_TIMEOUT, 0.1).",
     )
     group.add_argument(
         "--pg-statement-timeout",
         type=float,
         metavar="SECONDS",
-        help="Cancel any statement of a step running longer, 0: never "
-        "(default: setting PG_STATEMENT_TIMEOUT, none).",
+        help="Cancel a statement of an atomic step running longer, 0: never "
+        "(default: setting PG_STATEMENT_TIMEOUT, 10; non-atomic steps have none).",
     )
     group.add_argument(
         "--pg-lock-retries",
         type=int,
         metavar="N",
-        help="Retry a step whose lock wait timed out N times (default: PG_LOCK_RETRIES, 2).",
+        help="Retry a step (or a statement of a non-atomic step) whose lock wait timed out "
+        "up to N times, within PG_LOCK_RETRY_BUDGET seconds (default: PG_LOCK_RETRIES, 30).",
     )
     group.add_argument(
         "--pg-lock-retry-pause",
         type=float,
         metavar="SECONDS",
-        help="Pause between those retries (default: setting PG_LOCK_RETRY_PAUSE, 5).",
+        help="First pause between those retries; it doubles up to PG_LOCK_RETRY_PAUSE_MAX, "
+        "jittered (default: setting PG_LOCK_RETRY_PAUSE, 0.1).",
     )
 
 
@@ -80,4 +82,5 @@ def step_timeouts(options: dict[str, Any]) -> StepTimeouts:
         statement_timeout=options.get("pg_statement_timeout"),
         lock_retries=options.get("pg_lock_retries"),
         retry_pause=options.get("pg_lock_retry_pause"),
+        alias=options.get("database"),
     )

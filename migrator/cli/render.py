@@ -135,11 +135,18 @@ def progress(out: Output):
         out.partial(f"  {verbs.get(action, action)} {script.label}...")
 
     def on_done(result: Any) -> None:
+        # The whole wall time; lock waits that timed out, and retries, are said, not hidden.
+        cost = duration(result.duration_ms)
+        if result.attempts > 1 or result.lock_wait_ms:
+            cost += (
+                f", {result.attempts} attempts, {duration(result.lock_wait_ms)} of it "
+                "waiting for locks"
+            )
         if result.outcome == "success":
-            out.line(out.style.SUCCESS(" OK") + f" ({duration(result.duration_ms)})")
+            out.line(out.style.SUCCESS(" OK") + f" ({cost})")
             if result.statements:
                 out.line(f"    {result.statements} statement(s)", level=2)
         else:
-            out.line(out.style.ERROR(" FAILED") + f" ({duration(result.duration_ms)})")
+            out.line(out.style.ERROR(" FAILED") + f" ({cost})")
 
     return Progress(on_start=on_start, on_done=on_done, on_message=out.note)

@@ -155,6 +155,8 @@ def as_json(result: Any, vendor: str, error: str | None = None) -> dict[str, Any
                 "name": step.name,
                 "outcome": step.outcome,
                 "duration_ms": step.duration_ms,
+                "attempts": step.attempts,
+                "lock_wait_ms": step.lock_wait_ms,
                 "error": step.error or None,
             }
             for step in result.steps

@@ -28,8 +28,12 @@ class Vendor:
     def start_session(self, timeouts: StepTimeouts, busy_seconds: float) -> None:
         """Once per run (and again after a reconnect): settings for every step."""
 
-    def before_step(self, atomic: bool) -> None:
-        """Before each step's transaction (or, for a non-atomic step, its statements)."""
+    def before_step(self, atomic: bool, limits: StepTimeouts | None = None) -> None:
+        """Before each step's transaction (or, for a non-atomic step, its statements):
+        the session as that kind of step needs it, with the step's ``limits``."""
+
+    def set_lock_timeout(self, seconds: float | None) -> None:
+        """The session's lock wait for a retry's next attempt (databases that have one)."""
 
     def local_timeouts(self, timeouts: StepTimeouts) -> None:
         """Inside a caller's own transaction, where session settings would not stick."""

@@ -14,6 +14,7 @@ from migrator.timeouts import (
     CONNECTION_LOST_PREFIXES,
     LOCK_NOT_AVAILABLE,
     StepTimeouts,
+    milliseconds,
     sqlstate,
 )
 from migrator.vendors.base import Vendor
@@ -24,21 +25,42 @@ logger = logging.getLogger(__name__)
 PG_LOCK_KEY = int.from_bytes(b"tbmigrat", "big")
 
 
+def gave_up_waiting(exc: BaseException) -> bool:
+    """``lock_timeout`` fired (SQLSTATE 55P03, looked for through Django's wrapping)."""
+    return sqlstate(exc) == LOCK_NOT_AVAILABLE
+
+
 class PostgreSQL(Vendor):
     name = "postgresql"
 
     def __init__(self, connection: Any) -> None:
         super().__init__(connection)
-        self._timeouts_set = False
+        # The session's timeouts as we set them ('250ms', '0'); unknown until set (the
+        # server, role or database may have their own defaults).
+        self._set: dict[str, str] = {}
 
     def start_session(self, timeouts: StepTimeouts, busy_seconds: float) -> None:
-        """The step timeouts, once on the session (``end_session`` resets them)."""
-        statements = timeouts.statements(local=False)
-        if statements:
-            with self.connection.cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
-        self._timeouts_set = bool(statements)
+        """A new session: nothing set on it yet (``before_step`` sets what each step needs;
+        ``end_session`` resets it)."""
+        self._set = {}
+
+    def before_step(self, atomic: bool, limits: StepTimeouts | None = None) -> None:
+        """The step's lock wait, and for an atomic step its statement timeout (a
+        non-atomic step runs long by design, so none): only what differs from the last
+        step is sent, so a run of like steps sets them once."""
+        if limits is None:
+            return
+        self._apply(
+            {
+                "lock_timeout": milliseconds(limits.lock_timeout_at(1)),
+                "statement_timeout": milliseconds(limits.statement_timeout if atomic else None),
+            }
+        )
+
+    def set_lock_timeout(self, seconds: float | None) -> None:
+        """The session's lock wait for the next attempt (outside a transaction that a
+        retry would undo: it must stick)."""
+        self._apply({"lock_timeout": milliseconds(seconds)})
 
     def local_timeouts(self, timeouts: StepTimeouts) -> None:
         with self.connection.cursor() as cursor:
@@ -46,13 +68,21 @@ class PostgreSQL(Vendor):
                 cursor.execute(statement)
 
     def end_session(self, timeouts: StepTimeouts) -> None:
-        if self._timeouts_set:
+        if self._set:
             with contextlib.suppress(DatabaseError), self.connection.cursor() as cursor:
                 cursor.execute("RESET lock_timeout; RESET statement_timeout")
-        self._timeouts_set = False
+        self._set = {}
+
+    def _apply(self, wanted: dict[str, str]) -> None:
+        changes = {name: value for name, value in wanted.items() if self._set.get(name) != value}
+        if not changes:
+            return
+        with self.connection.cursor() as cursor:
+            cursor.execute("; ".join(f"SET {name} = '{value}'" for name, value in changes.items()))
+        self._set.update(changes)
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
-        return sqlstate(exc) == LOCK_NOT_AVAILABLE
+        return gave_up_waiting(exc)
 
     def connection_lost(self, exc: BaseException) -> bool:
         code = sqlstate(exc) or ""

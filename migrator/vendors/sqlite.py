@@ -24,6 +24,12 @@ from migrator.vendors.base import Vendor
 PROGRESS_EVERY = 20_000
 
 
+def gave_up_waiting(exc: BaseException) -> bool:
+    """Another writer held the database for longer than the busy timeout."""
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
 class SQLite(Vendor):
     name = "sqlite"
 
@@ -53,7 +59,7 @@ class SQLite(Vendor):
                 self._journal = "DELETE"
         self._inode = _identity(self._path)
 
-    def before_step(self, atomic: bool) -> None:
+    def before_step(self, atomic: bool, limits: StepTimeouts | None = None) -> None:
         """Foreign keys off for an atomic step, on for a non-atomic one.
 
         SQLite ignores ``PRAGMA foreign_keys`` inside a transaction, and rebuilding a
@@ -111,9 +117,7 @@ class SQLite(Vendor):
             )
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
-        """Another writer held the database for longer than the busy timeout."""
-        text = str(exc).lower()
-        return "database is locked" in text or "database table is locked" in text
+        return gave_up_waiting(exc)
 
     def migration_lock(self) -> FileLock:
         return FileLock(self.connection)
