@@ -36,7 +36,7 @@ from migrator.errors import MigratorError
 class Command(BaseCommand):
     help = (
         "Versioned database migrations for PostgreSQL and SQLite: status, run, rollback, "
-        "create, validate, repair, backup, sql, import."
+        "create, validate, repair, backup, sql, import, diff, fleet."
     )
     # The subcommands do their own checks; Django's would only slow every call down.
     requires_system_checks: list[str] = []
@@ -212,6 +212,12 @@ class _SubParser(CommandParser):
             sys.stdout.write(json.dumps(document, indent=2) + "\n")
             sys.stdout.flush()
         return super().error(message)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The options every subcommand takes after its name, for a subcommand's own
+    subcommands (``tbmigrate fleet run --no-input``)."""
+    _add_common(parser)
 
 
 def _add_common(parser: argparse.ArgumentParser, before_subcommand: bool = False) -> None:
