@@ -249,10 +249,13 @@ def resolve(fleet: Fleet, entries: Iterable[Entry], environ: Mapping[str, str] |
     environ = os.environ if environ is None else environ
     chosen = list(entries)
     configs = []
+
+    def from_settings(name: str) -> bool:
+        return name in settings.DATABASES and targets.added_from(name) is None
+
     for entry in chosen:
         where = f"the fleet file {fleet.shown}: database '{entry.name}'"
-        configured = settings.DATABASES.get(entry.name)
-        if configured is not None and not _same_variable(entry):
+        if from_settings(entry.name) and not _same_variable(entry):
             raise FleetFileError(
                 f"{where}: '{entry.name}' is already a database alias of the settings (from "
                 f"{URL_VARIABLES.get(entry.name, 'DATABASES')}); give the entry another name"
@@ -260,9 +263,9 @@ def resolve(fleet: Fleet, entries: Iterable[Entry], environ: Mapping[str, str] |
         url = environ.get(entry.url_env, "").strip()
         if not url:
             raise FleetFileError(
-                f"{where}: {entry.url_env} is not set; export it with the database's URL "
-                "(postgres://USER:PASSWORD@HOST:PORT/NAME or sqlite:///PATH), or leave the "
-                "database out with --only/--group"
+                f"{where}: {entry.url_env} is not set; export it holding the database's URL "
+                "(postgresql://... or sqlite:///...), or leave the database out with "
+                "--only/--group"
             )
         redact.register_secret(redact.password_in_url(url))
         try:
@@ -271,7 +274,7 @@ def resolve(fleet: Fleet, entries: Iterable[Entry], environ: Mapping[str, str] |
             raise FleetFileError(f"{where}: {exc}") from None
         configs.append((entry, _with_connect_timeout(config, environ)))
     for entry, config in configs:
-        if settings.DATABASES.get(entry.name) is None:
+        if not from_settings(entry.name):
             targets.add(entry.name, config, variable=entry.url_env)
     return [entry.name for entry in chosen]
 
@@ -488,15 +491,21 @@ def validate(
     found = []
     for entry in entries:
         database, vendor = _described(entry.name)
-        system = MigrationSystem(entry.name, scripts_dir=folder)
-        try:
-            result = DatabaseValidation(
-                entry, database, vendor, True, report=system.validate_schema()
-            )
-        except (DatabaseUnavailable, ConfigurationError) as exc:
-            result = DatabaseValidation(entry, database, vendor, False, error=redact.scrub(exc))
-        finally:
-            system.close()
+        verdict, why = probe(entry.name)
+        if verdict == UNREACHABLE:
+            # (validate schema would report it as a failed check; here it is a database
+            # the fleet cannot reach, as in status and run)
+            result = DatabaseValidation(entry, database, vendor, False, error=why)
+        else:
+            system = MigrationSystem(entry.name, scripts_dir=folder)
+            try:
+                report = system.validate_schema()
+                result = DatabaseValidation(entry, database, vendor, True, report=report)
+            except (DatabaseUnavailable, ConfigurationError) as exc:
+                error = redact.scrub(exc)
+                result = DatabaseValidation(entry, database, vendor, False, error=error)
+            finally:
+                system.close()
         found.append(result)
         if on_database is not None:
             on_database(result)
@@ -613,10 +622,9 @@ def probe(name: str) -> tuple[str, str | None]:
     from migrator import locking, targets
 
     try:
-        targets.connect(name)
+        with contextlib.suppress(DatabaseMissing):  # run creates it; someone may hold its lock
+            targets.connect(name)
         holder = locking.is_locked(name)
-    except DatabaseMissing:
-        return SUCCESS, None
     except (DatabaseUnavailable, ConfigurationError) as exc:
         return UNREACHABLE, redact.scrub(exc)
     except DatabaseError as exc:

@@ -31,6 +31,11 @@ _URL_VARIABLES = {"default": "DATABASE_URL", "qa": "QA_DATABASE_URL", "prod": "P
 _VARIABLES: dict[str, str] = {}
 
 
+def added_from(alias: str) -> str | None:
+    """The variable an alias added at run time was read from (None: not one of those)."""
+    return _VARIABLES.get(alias)
+
+
 def variable_for(alias: str) -> str:
     if alias in _VARIABLES:
         return _VARIABLES[alias]

@@ -142,6 +142,9 @@ def handle(out: Output, options: dict[str, Any]) -> None:
         )
     loaded = fleet.load(options.get("fleet"))
     entries = loaded.select(options.get("only") or (), options.get("group") or ())
+    if options["fleet_action"] != "names":
+        # Every selected variable set and URL usable, before anything is shown or asked.
+        fleet.resolve(loaded, entries)
     {"status": _status, "run": _run, "validate": _validate, "names": _names}[
         options["fleet_action"]
     ](out, options, loaded, entries)
