@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -754,3 +755,47 @@ def test_each_fleet_actions_help_ends_with_examples(action, tmp_path):
     assert done.returncode == 0
     tail = done.stdout.rstrip().split("\n\n")[-1]
     assert tail.startswith("examples:\n  tbmigrate fleet " + action)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_fleet_run_ends_every_running_step_cleanly(fleet_dbs, tmp_path):
+    """A cancelled CI job: the fleet run passes SIGTERM on to its runs, each rolls its
+    step back, and the fleet run says so and exits 143; nothing is left half-done."""
+    fleet_dbs.write(["pg-a", "lite-b", "pg-d"])
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {
+        **cli_env(None, fleet_dbs.scripts),
+        **fleet_dbs.env,
+        "FLEET_BARRIER": str(barrier),
+        "FLEET_BARRIER_COUNT": "99",  # never reached: both runs stay in 1.0.0
+    }
+    argv = ["tbmigrate", "fleet", "run", "--max-parallel", "2"]
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT / "manage.py"), *argv],
+        cwd=fleet_dbs.folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(os.listdir(barrier)) < 2:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the runs never reached their step"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, out + err
+    assert out.splitlines()[-1] == (
+        "Fleet run: 0 of 3 database(s) migrated; failed: pg-a, lite-b; not started: pg-d; "
+        "interrupted by SIGTERM."
+    )
+    assert "interrupted" in out  # each run's own error says its step was interrupted
+    for name in ("pg-a", "lite-b"):
+        database = fleet_dbs.db(name)
+        assert "accounts" not in tables_of(database)
+        assert history.load(database.alias) == []
+        event = history.audit_rows(database.alias).filter(action="apply").get()
+        assert event.outcome == "interrupted", event.outcome
+    assert tables_of(fleet_dbs.db("pg-d")) == set()
