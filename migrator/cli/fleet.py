@@ -66,7 +66,7 @@ def add_arguments(parser: Any) -> None:
             epilog=EXAMPLES[name],
             called_from_command_line=parser.called_from_command_line,
         )
-        add_common_options(sub)
+        add_common_options(sub, database=False)
         sub.add_argument(
             "--fleet",
             metavar="FILE",
