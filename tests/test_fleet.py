@@ -799,3 +799,31 @@ def test_sigterm_to_a_fleet_run_ends_every_running_step_cleanly(fleet_dbs, tmp_p
         event = history.audit_rows(database.alias).filter(action="apply").get()
         assert event.outcome == "interrupted", event.outcome
     assert tables_of(fleet_dbs.db("pg-d")) == set()
+
+
+@pytest.mark.slow
+def test_a_protected_database_in_the_fleet_is_asked_about_once_before_anything_starts(
+    make_database, tmp_path, settings, monkeypatch
+):
+    settings.TBMIGRATE_SCRIPTS_DIR = str(tmp_path / "scripts")
+    (tmp_path / "scripts").mkdir()
+    scripts_for_fleet(tmp_path / "scripts")
+    prod, other = make_database("sqlite"), make_database("sqlite")
+    monkeypatch.setenv("PROD_DATABASE_URL", prod.url)  # the `prod` alias's own variable
+    monkeypatch.setenv("OTHER_URL", other.url)
+    path = tmp_path / "tbmigrate.fleet.toml"
+    path.write_text(
+        '[[database]]\nname = "other"\nurl_env = "OTHER_URL"\n\n'
+        '[[database]]\nname = "prod"\nurl_env = "PROD_DATABASE_URL"\n'
+    )
+    try:
+        refused = tbmigrate("fleet", "run", "--fleet", str(path))
+        assert refused.code == 1
+        assert "confirmation needed but there is no terminal" in refused.err
+        assert not Path(other.name).exists() and not Path(prod.name).exists()
+        done = tbmigrate("fleet", "run", "--fleet", str(path), "--no-input")
+        assert done.code == 0, done.err
+        assert done.out.splitlines()[-1] == "Fleet run: 2 of 2 database(s) migrated."
+    finally:
+        targets.remove("other")
+        targets.remove("prod")

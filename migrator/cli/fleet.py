@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from migrator import conf, fleet
 from migrator.cli.options import seconds
 from migrator.cli.render import Output, duration, table
-from migrator.errors import UsageError
+from migrator.errors import Aborted, UsageError
 
 help = (
     "Work on every database of the fleet file (tbmigrate.fleet.toml): status, run "
@@ -272,7 +272,7 @@ def _run(out: Output, options: dict[str, Any], loaded: Any, entries: list[Any]) 
         f"migrate {len(entries)} database(s) of {loaded.shown}?",
         [entry.name for entry in entries],
     ):
-        raise UsageError("fleet run cancelled; nothing was changed")
+        raise Aborted("fleet run cancelled; nothing was changed")
     canary = options["canary"]
     out.line(
         f"Fleet: {loaded.shown}: {len(entries)} database(s)"
