@@ -237,7 +237,9 @@ def _shown_value(value: Any) -> str:
 
 
 # -- databases -----------------------------------------------------------------------------
-def resolve(fleet: Fleet, entries: Iterable[Entry], environ: Mapping[str, str] | None = None):
+def resolve(
+    fleet: Fleet, entries: Iterable[Entry], environ: Mapping[str, str] | None = None
+) -> list[str]:
     """Register each entry as a database alias from its variable's URL, all of them
     before anything connects: an unset variable or an unusable URL is bad usage naming
     the entry, and no database is touched."""
