@@ -75,6 +75,14 @@ DEFAULTS: dict[str, Any] = {
     # The database alias whose history the admin shows when no ?database= is given
     # (env TBMIGRATE_ADMIN_DATABASE overrides it).  Django's own tables stay in default.
     "ADMIN_DATABASE": "default",
+    # The fleet file: named databases, each with the variable holding its URL (see
+    # migrator/fleet.py); relative: from the working directory.  Its names are database
+    # aliases too (`tbmigrate run --database exchange-a`).
+    "FLEET_FILE": "tbmigrate.fleet.toml",
+    # Seconds a fleet database's PostgreSQL connection attempt may take (libpq's
+    # connect_timeout) unless its URL or PGCONNECT_TIMEOUT says: one server that does
+    # not answer must not hold the whole fleet up.
+    "FLEET_CONNECT_TIMEOUT": 10,
 }
 
 

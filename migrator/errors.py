@@ -19,6 +19,12 @@ class UsageError(MigratorError):
     exit_code = 2
 
 
+class FleetFileError(UsageError):
+    """The fleet file (``tbmigrate.fleet.toml``) cannot be used: missing, not TOML, a bad
+    or duplicate entry, a variable that is not set or holds no usable URL; or a
+    ``--only``/``--group`` it does not have.  The message names the file and the entry."""
+
+
 class ConfigurationError(MigratorError):
     """Settings or environment are wrong (bad URL, unsupported database, ...)."""
 

@@ -26,7 +26,19 @@ VENDORS = {"postgresql", "sqlite"}
 _URL_VARIABLES = {"default": "DATABASE_URL", "qa": "QA_DATABASE_URL", "prod": "PROD_DATABASE_URL"}
 
 
+# alias -> the environment variable its URL came from, for aliases added at run time
+# (a fleet file's databases), so that messages name the variable to fix
+_VARIABLES: dict[str, str] = {}
+
+
+def added_from(alias: str) -> str | None:
+    """The variable an alias added at run time was read from (None: not one of those)."""
+    return _VARIABLES.get(alias)
+
+
 def variable_for(alias: str) -> str:
+    if alias in _VARIABLES:
+        return _VARIABLES[alias]
     if alias == "default" and not os.environ.get("DATABASE_URL"):
         return "SQLITE_DB_PATH"
     return _URL_VARIABLES.get(alias, f"DATABASES['{alias}']")
@@ -38,9 +50,18 @@ def require(alias: str) -> None:
     if alias in errors:
         raise ConfigurationError(errors[alias])
     if alias not in connections.settings:
+        # A name of the fleet file is an alias too (its URL read from its variable now).
+        from migrator import fleet
+
+        fleet.add_alias(alias)
+    if alias not in connections.settings:
+        from migrator import fleet
+
         known = ", ".join(sorted(connections.settings)) or "none"
         hint = f"; set {_URL_VARIABLES[alias]} to define it" if alias in _URL_VARIABLES else ""
-        raise UsageError(f"unknown database alias '{alias}' (configured: {known}){hint}")
+        raise UsageError(
+            f"unknown database alias '{alias}' (configured: {known}{fleet.names_hint()}){hint}"
+        )
     vendor = connections[alias].vendor
     if vendor not in VENDORS:
         raise ConfigurationError(
@@ -74,8 +95,10 @@ def vendor(alias: str) -> str:
     return connections[alias].vendor
 
 
-def add(alias: str, url_or_config: str | dict[str, Any]) -> str:
-    """Register an alias at run time from a URL (or a settings dict); return the alias."""
+def add(alias: str, url_or_config: str | dict[str, Any], *, variable: str | None = None) -> str:
+    """Register an alias at run time from a URL (or a settings dict); return the alias.
+
+    ``variable``: the environment variable the URL came from, named by messages."""
     from migrator.environment import parse_url
 
     if isinstance(url_or_config, str):
@@ -91,6 +114,8 @@ def add(alias: str, url_or_config: str | dict[str, Any]) -> str:
     if alias in connections.settings:
         remove(alias)
     connections.settings[alias] = full
+    if variable:
+        _VARIABLES[alias] = variable
     return alias
 
 
@@ -100,6 +125,7 @@ def remove(alias: str) -> None:
         connections[alias].close()
         del connections[alias]
     connections.settings.pop(alias, None)
+    _VARIABLES.pop(alias, None)
 
 
 def application_name(step: str = "", action: str = "") -> str:

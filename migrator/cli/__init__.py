@@ -28,6 +28,7 @@ SUBCOMMANDS = (
     "sql",
     "import",
     "diff",
+    "fleet",
 )
 
 SUMMARIES = {
@@ -41,6 +42,7 @@ SUMMARIES = {
     "sql": "Print the SQL a migration runs, captured on a scratch database.",
     "import": "Bring migrations over from golang-migrate, dbmate, Flyway or Diesel.",
     "diff": "Show what an applied script ran against the file now (a unified diff).",
+    "fleet": "Status, run and validate across the databases of the fleet file.",
 }
 
 EXAMPLES = {
@@ -104,6 +106,13 @@ examples:
 examples:
   tbmigrate diff 1.0.3               exit 0: unchanged; 1: it differs (or the file is gone)
   tbmigrate diff 1.0.3 --database prod""",
+    "fleet": """\
+examples:
+  tbmigrate fleet status                         every database of tbmigrate.fleet.toml
+  tbmigrate fleet run --canary 1 --max-parallel 4
+  tbmigrate fleet validate --group eu
+  tbmigrate run --database exchange-a            one database of the fleet, by its name
+`tbmigrate fleet ACTION --help` for more.""",
 }
 
 

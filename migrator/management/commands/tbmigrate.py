@@ -36,7 +36,7 @@ from migrator.errors import MigratorError
 class Command(BaseCommand):
     help = (
         "Versioned database migrations for PostgreSQL and SQLite: status, run, rollback, "
-        "create, validate, repair, backup, sql, import."
+        "create, validate, repair, backup, sql, import, diff, fleet."
     )
     # The subcommands do their own checks; Django's would only slow every call down.
     requires_system_checks: list[str] = []
@@ -214,7 +214,16 @@ class _SubParser(CommandParser):
         return super().error(message)
 
 
-def _add_common(parser: argparse.ArgumentParser, before_subcommand: bool = False) -> None:
+def add_common_options(parser: argparse.ArgumentParser, *, database: bool = True) -> None:
+    """The options every subcommand takes after its name, for a subcommand's own
+    subcommands (``tbmigrate fleet run --no-input``); ``database=False`` leaves out
+    ``--database`` (the fleet's commands choose databases their own way)."""
+    _add_common(parser, database=database)
+
+
+def _add_common(
+    parser: argparse.ArgumentParser, before_subcommand: bool = False, *, database: bool = True
+) -> None:
     """Options every subcommand takes, before its name (``tbmigrate --database qa run``)
     or after it (``tbmigrate rollback 1.0.8 --no-input``).
 
@@ -222,11 +231,12 @@ def _add_common(parser: argparse.ArgumentParser, before_subcommand: bool = False
     kept (argparse copies a subcommand's defaults over the values parsed before it).
     """
     default = argparse.SUPPRESS
-    parser.add_argument(
-        "--database",
-        default="default" if before_subcommand else default,
-        help="Database alias: default, qa (QA_DATABASE_URL) or prod (PROD_DATABASE_URL).",
-    )
+    if database:
+        parser.add_argument(
+            "--database",
+            default="default" if before_subcommand else default,
+            help="Database alias: default, qa (QA_DATABASE_URL) or prod (PROD_DATABASE_URL).",
+        )
     parser.add_argument(
         "--no-input",
         "--noinput",
