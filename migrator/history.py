@@ -210,9 +210,13 @@ def record_fields(alias: str) -> tuple[str, ...]:
     by an older tbmigrate (a read-only command does not upgrade it: the next command
     that takes the migration lock does), those it has; the others read as defaults."""
     connection = connections[alias]
-    table = AppliedMigration._meta.db_table
+    table = connection.ops.quote_name(AppliedMigration._meta.db_table)
+    # One statement, so one snapshot of the table: Django's get_table_description reads
+    # the catalog and the table separately, and raised KeyError when the first run, which
+    # holds the lock, added a column between the two (two runs started together).
     with connection.cursor() as cursor:
-        present = {c.name for c in connection.introspection.get_table_description(cursor, table)}
+        cursor.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+        present = {column[0] for column in cursor.description}
     return tuple(name for name in RECORD_FIELDS if name in present)
 
 
