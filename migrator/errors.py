@@ -71,6 +71,15 @@ class RollbackRefused(MigratorError):
         self.details = details  # e.g. the failed validation checks, for the audit event
 
 
+class HazardRefused(MigratorError):
+    """The lock-hazard gate refused a run before its first statement: a statement would
+    stall live traffic on a large table (``validation/hazards.py``)."""
+
+    def __init__(self, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details  # the gate's verdict, for the audit event
+
+
 class LockTimeout(MigratorError):
     """Another process holds the migration lock."""
 

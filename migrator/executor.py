@@ -223,6 +223,8 @@ class Executor:
         self._outer = False
         self._deferred: list[tuple[Any, ...]] = []
         self._wrappers: list[Any] = []
+        # Facts a caller adds to a step's audit event, by version (the hazards it accepted).
+        self.step_notes: dict[str, dict[str, Any]] = {}
 
     # -- public steps ------------------------------------------------------------------
     def apply(self, script: Script) -> StepResult:
@@ -589,6 +591,7 @@ class Executor:
             "checksum": script.checksum,
             "statement_count": capture.count,
             **capture.facts(),
+            **self.step_notes.get(str(script.version), {}),
         }
         if output.size:
             details["output"] = output.text

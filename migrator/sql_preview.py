@@ -100,7 +100,7 @@ def preview(
 def _capturing(func: Callable[[Any], Any], sink: list[Captured]) -> Callable[[Any], Any]:
     def run(db: Any) -> Any:
         def capture(execute, sql, params, many, context):
-            sink.append(Captured(str(sql), _shown_params(str(sql), params, many)))
+            sink.append(Captured(str(sql), shown_params(str(sql), params, many)))
             return execute(sql, params, many, context)
 
         with db.connection.execute_wrapper(capture):
@@ -109,7 +109,8 @@ def _capturing(func: Callable[[Any], Any], sink: list[Captured]) -> Callable[[An
     return run
 
 
-def _shown_params(sql: str, params: Any, many: bool) -> Any:
+def shown_params(sql: str, params: Any, many: bool) -> Any:
+    """Parameters as a preview shows them: plain values, secrets masked."""
     if not params:
         return None
     if many:
