@@ -211,7 +211,9 @@ class MigrationSystem:
         """Apply pending scripts in version order, up to and including ``to``.
 
         ``backup`` (or the alias in BACKUP_DATABASES) backs the database up first;
-        ``phase="expand"`` stops before the first contract script.
+        ``phase="expand"`` stops before the first contract script.  Before anything runs
+        (the backup included) the lock-hazard gate may refuse the steps
+        (``HazardRefused``, see ``_gate``); ``dry_run`` reaches the same verdict.
         """
 
         def plan(states: list[MigrationState]) -> Plan:

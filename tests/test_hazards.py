@@ -137,6 +137,8 @@ HAZARD_CASES = [
     ("long-update", True, ["@batched_update"]),
     ("blocking-index", True, ["CREATE INDEX {t}_code ON {t} (code)"]),
     ("blocking-index", True, ["ALTER TABLE {t} ADD CONSTRAINT {t}_code UNIQUE (code)"]),
+    ("blocking-index", True, ["ALTER TABLE {t} ADD COLUMN ext BIGINT UNIQUE"]),
+    ("blocking-index", True, ["REINDEX TABLE {t}"]),
     ("set-not-null", True, ["ALTER TABLE {t} ALTER COLUMN code SET NOT NULL"]),
     (
         "validate-constraint",
@@ -144,6 +146,8 @@ HAZARD_CASES = [
         ["ALTER TABLE {t} ADD CONSTRAINT {t}_user FOREIGN KEY (id) REFERENCES users (id)"],
     ),
     ("validate-constraint", True, ["ALTER TABLE {t} ADD CONSTRAINT {t}_id CHECK (id > 0)"]),
+    ("validate-constraint", True, ["ALTER TABLE {t} ADD COLUMN owner BIGINT REFERENCES users"]),
+    ("rewrite", False, ["VACUUM FULL {t}"]),
     ("rewrite", True, ["ALTER TABLE {t} ALTER COLUMN id TYPE NUMERIC(20)"]),
     (
         "volatile-default",

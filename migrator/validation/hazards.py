@@ -41,7 +41,7 @@ from typing import Any
 
 from django.db import connections
 
-from migrator import conf, targets
+from migrator import conf, redact, targets
 from migrator.errors import DatabaseUnavailable, HazardRefused, MigrationFailed
 from migrator.scripts import Script
 from migrator.validation import statements
@@ -234,6 +234,7 @@ class Verdict:
     vendor: str
     threshold: int
     checked: str  # sqlite | off | nothing | small | rehearsed
+    alias: str = "default"
     large: dict[TableKey, TableSize] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)  # steps that failed on the scratch copy
@@ -250,7 +251,7 @@ class Verdict:
             f"the lock-hazard gate must see what the pending steps run, since "
             f"{len(self.large)} table(s) have more than {self.threshold:,} rows, and cannot "
             f"({self.unseen}); fix that, or turn the gate off for this database: "
-            "DATABASES[alias]['TBMIGRATE'] = {'HAZARD_TABLE_ROWS': 0}"
+            f"DATABASES[{self.alias!r}]['TBMIGRATE'] = {{'HAZARD_TABLE_ROWS': 0}}"
         )
 
     @property
@@ -290,7 +291,10 @@ class Verdict:
         return {
             "threshold_rows": self.threshold,
             "checked": self.checked,
-            "large_tables": {t.label: t.rows for t in self.large.values()},
+            "large_tables": dict(
+                sorted(((t.label, t.rows) for t in self.large.values()), key=lambda x: -x[1])[:20]
+            ),
+            "large_table_count": len(self.large),
             "refused": [f.as_dict() for f in self.refused],
             "accepted": [f.as_dict() for f in self.accepted],
             **({"not_checked": self.partial} if self.partial else {}),
@@ -399,10 +403,10 @@ def assess(
     limit = threshold(alias) if vendor == "postgresql" else 0
     if vendor != "postgresql" or limit == 0 or not steps:
         checked = "sqlite" if vendor != "postgresql" else "off" if limit == 0 else "nothing"
-        verdict = Verdict(vendor, limit, checked)
+        verdict = Verdict(vendor, limit, checked, alias)
     else:
         large = large_tables(alias, limit)
-        verdict = Verdict(vendor, limit, "rehearsed" if large else "small", large)
+        verdict = Verdict(vendor, limit, "rehearsed" if large else "small", alias, large)
     if not (verdict.large or (track and steps)):
         return verdict
     try:
@@ -688,7 +692,11 @@ def _mode(mode: str) -> str:
 
 
 def _short(sql: str, limit: int = 80) -> str:
-    text = " ".join(sql.split())
+    """A statement as messages show it: one line, shortened, scrubbed of known
+    passwords; one that looks secret (``PASSWORD``, ``api_key``...) only by its head."""
+    text = " ".join(redact.scrub(sql).split())
+    if redact.looks_secret(text):
+        text = " ".join(text.split()[:3]) + " …"
     return text if len(text) <= limit else text[: limit - 2] + " …"
 
 
