@@ -12,8 +12,6 @@ tests show on it too.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.db import connections
 
@@ -26,6 +24,7 @@ from tests.conftest import (
     tbmigrate,
     write_script,
 )
+from tests.schemas import document
 from tests.validation_support import plain_user
 
 ROWS = 3_000
@@ -388,8 +387,10 @@ def test_validate_migration_reaches_the_verdict_run_reaches(big, scripts_dir):
     first = refused.err.strip().splitlines()[-1]
     assert hazards[0][1].split("; run refuses it")[0] in first
     assert "[exclusive-then-long]" in hazards[0][1] and "[long-update]" in hazards[1][1]
-    document = json.loads(tbmigrate("validate", "migration", "1.0.1", "--json", database=big).out)
-    found = [c for c in document["checks"] if c["name"] == "hazards"]
+    report = document(
+        tbmigrate("validate", "migration", "1.0.1", "--json", database=big), "validate"
+    )
+    found = [c for c in report["checks"] if c["name"] == "hazards"]
     assert {c["details"]["hazard"] for c in found} == {"exclusive-then-long", "long-update"}
     assert found[0]["details"]["rows"] == ROWS
     # accepted: a WARN with the reason, and run goes on
@@ -604,8 +605,7 @@ def test_a_rename_after_a_new_table_is_warned_and_a_table_of_the_run_is_not(targ
         "db.execute(\"DROP TABLE scratchpad\")\ndb.rename_table('orders', 'orders_old')",
     )
     result = tbmigrate("validate", "migration", "1.0.2", "--json", database=target)
-    document = json.loads(result.out)
-    (check,) = [c for c in document["checks"] if c["name"] == "expand_contract"]
+    (check,) = [c for c in document(result, "validate")["checks"] if c["name"] == "expand_contract"]
     assert check["level"] == "WARN"
     assert check["message"].startswith(
         "1.0.2 retire-orders renames table orders to orders_old after 1.0.1 orders-v2, which "
