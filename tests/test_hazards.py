@@ -635,3 +635,21 @@ def test_a_run_that_only_expands_passes_without_a_rehearsal(target, scripts_dir,
     assert result.code == 0, result.out
     ((level, _),) = checks_named(result, "expand_contract")
     assert level == "PASS" and calls == []
+
+
+def test_a_step_that_both_expands_and_contracts_is_warned(target, scripts_dir):
+    write_script(scripts_dir, "1.0.0", "schema", up=SCHEMA, down="pass")
+    assert tbmigrate("run", database=target).code == 0
+    step(
+        scripts_dir,
+        "1.0.1",
+        "swap-qty",
+        "db.add_column('orders', 'qty_lots', 'BIGINT')\ndb.drop_column('orders', 'qty')",
+    )
+    result = tbmigrate("validate", "migration", "1.0.1", database=target)
+    ((level, message),) = checks_named(result, "expand_contract")
+    assert level == "WARN"
+    assert message.startswith(
+        "1.0.1 swap-qty drops column orders.qty in the very step that makes column "
+        "orders.qty_lots: the application still running uses orders.qty"
+    )

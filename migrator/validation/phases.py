@@ -66,7 +66,7 @@ class _Added:
     what: str  # "column fills.amount_cents", "table orders_v2"
 
 
-def check(rehearsal: Rehearsal | None, steps: Sequence[Script], unseen: str = "") -> CheckResult:
+def check(rehearsal: Rehearsal | None, unseen: str = "") -> CheckResult:
     """``expand_contract``: WARN for each drop or rename that has its replacement made in
     the same run; PASS otherwise."""
     if rehearsal is None:
@@ -105,7 +105,7 @@ def check(rehearsal: Rehearsal | None, steps: Sequence[Script], unseen: str = ""
                 continue  # made by this run: the running application never used it
             verb = (
                 f"renames table {table} to {renamed_tables[table]}"
-                if table in (renamed_tables)
+                if table in renamed_tables
                 else f"drops table {table}"
             )
             contracts.append((table, verb, tables_made + step_tables))
@@ -125,7 +125,11 @@ def check(rehearsal: Rehearsal | None, steps: Sequence[Script], unseen: str = ""
             if not replacements:
                 continue
             first = replacements[0]
-            where = "in the same step" if first.step == label else f"after {first.step}"
+            where = (
+                f"in the very step that makes {first.what}"
+                if first.step == label
+                else f"after {first.step}, which made {first.what}, in the same run"
+            )
             when = (
                 "it is marked contract, but the run applies the expand steps before it too: "
                 "run `tbmigrate run --phase expand`, deploy the application, then "
@@ -136,7 +140,7 @@ def check(rehearsal: Rehearsal | None, steps: Sequence[Script], unseen: str = ""
                 "`tbmigrate run`"
             )
             findings.append(
-                f"{label} {verb} {where}, which made {first.what}, in the same run: the "
+                f"{label} {verb} {where}: the "
                 f"application still running uses {what} until it is deployed; {when}"
             )
             details.append(

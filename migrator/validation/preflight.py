@@ -105,9 +105,9 @@ def _hazards(alias: str, states: list[MigrationState], steps: list[Script]) -> l
     verdict = hazards.assess(alias, steps, lambda: applied, track=track)
     results = verdict.checks()
     if track:
-        results.append(phases.check(verdict.rehearsal, steps, verdict.unseen))
+        results.append(phases.check(verdict.rehearsal, verdict.unseen))
     else:
-        results.append(phases.check(None, steps))
+        results.append(phases.check(None))
     return results
 
 
