@@ -135,17 +135,22 @@ class Shape:
     actions: tuple[Action, ...] = ()
     reads: tuple[Name, ...] = ()  # tables read FROM/JOIN (insert-select, select, CTAS)
     conditions: tuple[tuple[Token, ...], ...] = ()  # WHERE, as top-level AND conjuncts
-    limited: bool = False  # SELECT ... LIMIT (anywhere: a batch's upper key is one)
+    # SELECT: LIMIT anywhere (a batch's upper key is one).  UPDATE/DELETE: a LIMIT outside
+    # the SET list (a CTE, a FROM/USING subquery, the WHERE), so the rows come from a batch.
+    limited: bool = False
 
     def bounded_by(self, keys: frozenset[str] | set[str]) -> bool:
         """Whether the WHERE pins the rows by one of ``keys`` (unique, single-column
         keys): ``key = v``, ``key IN (v, ...)``, ``key = ANY(v)``, ``key BETWEEN v AND
         w``, both a lower and an upper bound, or an upper bound given as a parameter
-        (the first batch of a walk along the key, as ``db.batched_update`` sends it)."""
+        (the first batch of a walk along the key, as ``db.batched_update`` sends it); or,
+        in an ``UPDATE``/``DELETE`` whose rows come from a ``LIMIT`` (``WITH batch AS
+        (SELECT id ... LIMIT %s) UPDATE t ... FROM batch WHERE t.id = batch.id``, ``id IN
+        (SELECT id ... LIMIT %s)``), any ``key =`` / ``key IN`` condition."""
         lower = upper = False
         for tokens in self.conditions:
             found = _key_condition(tokens, keys)
-            if found == "pinned":
+            if found == "pinned" or (found == "joined" and self.limited):
                 return True
             lower = lower or found == "lower"
             upper = upper or found in ("upper", "upper-param")
@@ -165,15 +170,18 @@ def parse(sql: str) -> Shape:
 def _parse(tokens: list[Token]) -> Shape:
     if not tokens:
         return Shape("other")
+    ctes_limited = False
     if tokens[0].is_word("with"):
+        whole = tokens
         tokens = _after_ctes(tokens)
         if not tokens:
             return Shape("other")
+        ctes_limited = any(t.is_word("limit") for t in whole[: len(whole) - len(tokens)])
     head = tokens[0]
     if head.is_word("update"):
-        return _update_or_delete("update", tokens, 1)
+        return _update_or_delete("update", tokens, 1, ctes_limited)
     if head.is_word("delete") and len(tokens) > 1 and tokens[1].is_word("from"):
-        return _update_or_delete("delete", tokens, 2)
+        return _update_or_delete("delete", tokens, 2, ctes_limited)
     if head.is_word("insert"):
         return Shape("insert", reads=_reads(tokens))
     if head.is_word("select"):
@@ -249,10 +257,23 @@ def _skip_words(tokens: list[Token], i: int, *words: str) -> int:
     return i
 
 
-def _update_or_delete(verb: str, tokens: list[Token], i: int) -> Shape:
+def _update_or_delete(verb: str, tokens: list[Token], i: int, ctes_limited: bool) -> Shape:
     i = _skip_words(tokens, i, "only")
     name, _ = _name(tokens, i)
-    return Shape(verb, table=name, conditions=_where(tokens))
+    # The SET list is left out: SET x = (SELECT ... LIMIT 1) bounds no row.
+    depth, in_set, limited = 0, False, ctes_limited
+    for token in tokens[i:]:
+        if token.is_op("("):
+            depth += 1
+        elif token.is_op(")"):
+            depth -= 1
+        elif depth == 0 and token.is_word("set"):
+            in_set = True
+        elif depth == 0 and token.is_word("from", "using", "where", "returning"):
+            in_set = False
+        elif token.is_word("limit") and not in_set:
+            limited = True
+    return Shape(verb, table=name, conditions=_where(tokens), limited=limited)
 
 
 def _where(tokens: list[Token]) -> tuple[tuple[Token, ...], ...]:
@@ -317,7 +338,8 @@ def _is_value(tokens: tuple[Token, ...] | list[Token]) -> bool:
 
 
 def _key_condition(tokens: tuple[Token, ...], keys: frozenset[str] | set[str]) -> str:
-    """``pinned``, ``lower``, ``upper``, ``upper-param`` or ``""`` for one conjunct."""
+    """``pinned``, ``joined`` (to a name or a subquery), ``lower``, ``upper``,
+    ``upper-param`` or ``""`` for one conjunct."""
     while len(tokens) >= 2 and tokens[0].is_op("(") and tokens[-1].is_op(")"):
         tokens = tokens[1:-1]
     name, i = _name(list(tokens), 0)
@@ -326,8 +348,18 @@ def _key_condition(tokens: tuple[Token, ...], keys: frozenset[str] | set[str]) -
     op, rest = tokens[i], tokens[i + 1 :]
     if op.is_op("=") and _is_value(rest):
         return "pinned"
+    if op.is_op("=") and _name(list(rest), 0)[1] == len(rest):
+        return "joined"  # key = batch.id: bounded when the batch has a LIMIT
+    if (
+        op.is_word("in")
+        and rest
+        and rest[0].is_op("(")
+        and len(rest) > 1
+        and rest[1].is_word("select")
+    ):
+        return "joined"
     if op.is_op("=") and rest and rest[0].is_word("any") and len(rest) >= 3:
-        return "pinned" if _is_value(rest[2:-1]) else ""
+        return "pinned" if _is_value(rest[2:-1]) else "joined"
     if op.is_word("in") and rest and rest[0].is_op("(") and rest[-1].is_op(")"):
         items = _split(list(rest[1:-1]), ",")
         return "pinned" if items and all(_is_value(item) for item in items) else ""
