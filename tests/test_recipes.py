@@ -123,6 +123,26 @@ def test_set_not_null_runs_the_safe_sequence_on_postgresql(db, target):
     assert statements_of(db, lambda: db.set_not_null("orders", "fee")) == []
 
 
+def test_set_not_null_does_not_scan_the_table_under_its_strong_lock(make_database):
+    """PostgreSQL says (at DEBUG1) when SET NOT NULL skips its scan because a validated
+    CHECK proves there is no NULL: the one scan ran in VALIDATE, under the weak lock."""
+    target = make_database("postgresql")
+    db = Database(connections[target.alias])
+    orders_and_trades(db)
+    heard: list[str] = []
+    db.connection.ensure_connection()
+    db.connection.connection.add_notice_handler(lambda notice: heard.append(notice.message_primary))
+    db.execute("SET client_min_messages = debug1")
+    try:
+        db.set_not_null("orders", "fee")
+    finally:
+        db.execute("RESET client_min_messages")
+    assert (
+        'existing constraints on column "orders.fee" are sufficient to prove that it does not '
+        "contain nulls"
+    ) in heard
+
+
 @pytest.mark.parametrize("left", ["not valid check", "valid check", "not null and check"])
 def test_set_not_null_finishes_what_an_interrupted_run_left(make_database, left):
     """PostgreSQL only (on SQLite the change is one transaction: nothing is left half-way):
