@@ -142,7 +142,7 @@ def batched_update(
     set_params = list(params)[: set_sql.count("%s")]
     where_params = list(params)[len(set_params) :]
     bar = _progress_bar(db, table, q_table, where, where_params, progress)
-    done, after = 0, []  # after: [] for the first batch, else [the last key done]
+    done, batches, after = 0, 0, []  # after: [] for the first batch, else [the last key]
     resume = db.resume_points.get(f"{table}:{key}")
     if resume is not None:
         after = [resume]
@@ -180,6 +180,7 @@ def batched_update(
                         "last_key": upper,
                         "rate": round((done + count) / elapsed, 1),
                         "batch_size": size,
+                        "batches": batches + 1,
                         "target_batch_seconds": sizer.target,
                         "updated_at": datetime.now(UTC).isoformat(),
                     }
@@ -196,6 +197,7 @@ def batched_update(
                 return done
             took = time.monotonic() - batch_started
             done += count
+            batches += 1
             after = [upper]
             if bar is not None:
                 bar.update(count)

@@ -171,6 +171,7 @@ def test_quick_batches_grow_and_progress_records_each_batch(target):
     assert sizes[0] == 10 and max(sizes) >= 80
     assert all(b >= a // 2 for a, b in itertools.pairwise(sizes))  # never below half
     assert [batch["rows_done"] for batch in seen][-1] == ROWS
+    assert [batch["batches"] for batch in seen] == list(range(1, len(seen) + 1))
     assert {batch["target_batch_seconds"] for batch in seen} == {0.5}
     # The default is adaptive too: 0.2 s batches from 1,000 rows.
     seen.clear()
