@@ -232,7 +232,7 @@ def set_not_null(db: Database, table: str, column: str) -> None:
                 f"CHECK ({q_column} IS NOT NULL) NOT VALID"
             ).close()
         if existing is None or not existing.validated:
-            validate(db, table, check, violation)
+            validate(db, table, check, violation, added=existing is None)
         # ACCESS EXCLUSIVE for an instant: the validated check proves the column has no
         # NULL, so PostgreSQL 12+ does not scan the table.
         db.execute(f"ALTER TABLE {q_table} ALTER COLUMN {q_column} SET NOT NULL").close()
@@ -259,10 +259,13 @@ def drop_not_null(db: Database, table: str, column: str) -> None:
 
 
 # -- CHECK and FOREIGN KEY -------------------------------------------------------------
-def validate(db: Database, table: str, name: str, violation: Callable[[str], str]) -> None:
+def validate(
+    db: Database, table: str, name: str, violation: Callable[[str], str], *, added: bool
+) -> None:
     """``VALIDATE CONSTRAINT``: a scan under SHARE UPDATE EXCLUSIVE (no reader or writer
-    waits for it).  When rows break the constraint, the NOT VALID constraint is dropped
-    again (in a non-atomic step; an atomic one is rolled back) and the error says so."""
+    waits for it).  When rows break the constraint, the NOT VALID constraint this call
+    ``added`` is dropped again (in a non-atomic step; an atomic one is rolled back), one
+    that was there before is left as it was, and the error says so."""
     q_table, q_name = db.quote(table), db.quote(name)
     try:
         db.execute(f"ALTER TABLE {q_table} VALIDATE CONSTRAINT {q_name}").close()
@@ -270,7 +273,12 @@ def validate(db: Database, table: str, name: str, violation: Callable[[str], str
         if sqlstate(exc) not in (CHECK_VIOLATION, FOREIGN_KEY_VIOLATION):
             raise
         left = ""
-        if not db.connection.in_atomic_block:
+        if not added:
+            left = (
+                f"; the NOT VALID constraint {name}, there before, stays as it was (ALTER TABLE "
+                f"{q_table} DROP CONSTRAINT {q_name} if it is not wanted)"
+            )
+        elif not db.connection.in_atomic_block:
             try:
                 db.execute(f"ALTER TABLE {q_table} DROP CONSTRAINT IF EXISTS {q_name}").close()
             except DatabaseError:
@@ -303,7 +311,7 @@ def _add_validated(
             f"ALTER TABLE {db.quote(table)} ADD CONSTRAINT {db.quote(name)} {clause} NOT VALID"
         ).close()
     if existing is None or not existing.validated:
-        validate(db, table, name, violation)
+        validate(db, table, name, violation, added=existing is None)
 
 
 def add_check(db: Database, table: str, name: str, expression: str) -> None:

@@ -264,6 +264,26 @@ def test_add_check_validates_a_not_valid_one_left_by_an_interrupted_run(make_dat
     assert validated(db, "trades", "trades_price_positive") is True
 
 
+def test_a_not_valid_constraint_that_was_there_before_is_left_when_rows_break_it(make_database):
+    """Only what the call itself added is dropped again: a NOT VALID constraint written
+    earlier (it already guards new rows) stays as it was."""
+    target = make_database("postgresql")
+    db = Database(connections[target.alias])
+    orders_and_trades(db)
+    db.execute("UPDATE trades SET price = -1 WHERE id = 2")
+    db.execute(
+        "ALTER TABLE trades ADD CONSTRAINT trades_price_positive CHECK (price > 0) NOT VALID"
+    )
+    with pytest.raises(SchemaChangeError) as failure:
+        db.add_check("trades", "trades_price_positive", "price > 0")
+    assert str(failure.value).endswith(
+        "(nothing was changed); the NOT VALID constraint trades_price_positive, there before, "
+        'stays as it was (ALTER TABLE "trades" DROP CONSTRAINT "trades_price_positive" if it '
+        "is not wanted)"
+    )
+    assert validated(db, "trades", "trades_price_positive") is False
+
+
 def test_add_check_with_breaking_rows_fails_clearly_and_changes_nothing(db, target):
     orders_and_trades(db)
     db.execute("UPDATE trades SET price = -1 WHERE id = 2")
