@@ -11,6 +11,7 @@ timeout, was retried alone, and the step succeeds with the end state it promises
 from __future__ import annotations
 
 import json
+import threading
 
 import psycopg
 import pytest
@@ -199,3 +200,62 @@ def test_lock_waits_halve_the_next_batch(trading, scripts_dir):
     assert bounds.count(batches[blocked]) >= 2  # timed out at least once, then got through
     assert sizes[blocked + 1] <= sizes[blocked] // 2, sizes
     assert sizes[0] == 50 and sizes[blocked] > 50, sizes  # it had grown before
+
+
+def test_validate_waits_patiently_behind_a_vacuum_like_lock_and_queues_no_writer(
+    trading, scripts_dir
+):
+    """A session holds SHARE UPDATE EXCLUSIVE on trades, as (auto)vacuum does.  VALIDATE
+    asks for the same lock: it waits, without timing out every 0.2 s (autovacuum would
+    yield to it only after 1 s), and while it waits another session's writes to trades go
+    through.  Here the NOT VALID constraint is already there, as an interrupted run left
+    it, so VALIDATE is the first statement to wait."""
+    target, db = trading
+    db.execute(
+        "ALTER TABLE trades ADD CONSTRAINT trades_price_positive CHECK (price > 0) NOT VALID"
+    )
+    write_script(
+        scripts_dir,
+        "1.0.1",
+        "price-check",
+        up='db.add_check("trades", "trades_price_positive", "price > 0")',
+        atomic=False,
+    )
+    vacuum = psycopg.connect(target.url, application_name="vacuum-like")
+    vacuum.execute("LOCK TABLE trades IN SHARE UPDATE EXCLUSIVE MODE")
+    wrote: list[object] = []
+
+    def write_then_release() -> None:
+        with psycopg.connect(target.url, autocommit=True) as probe:
+            first = None
+            for _ in range(600):
+                row = probe.execute(
+                    "SELECT query_start, now() - query_start > interval '1 second' "
+                    "FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock' "
+                    "AND query LIKE %s",
+                    [target.name, "%VALIDATE CONSTRAINT%"],
+                ).fetchone()
+                if row:
+                    first = first or row[0]
+                    if row[1]:
+                        break
+                threading.Event().wait(0.05)
+            with psycopg.connect(target.url, autocommit=True) as writer:
+                writer.execute("SET statement_timeout = '5s'")
+                writer.execute("UPDATE trades SET price = price + 1 WHERE id = 1")
+                wrote.append(first)
+        vacuum.commit()
+
+    releaser = threading.Thread(target=write_then_release)
+    releaser.start()
+    try:
+        result = tbmigrate("run", *LOCK_FLAGS, database=target)
+    finally:
+        releaser.join()
+        vacuum.close()
+    assert result.code == 0, result.err
+    assert wrote and wrote[0] is not None  # a writer got through while VALIDATE waited
+    assert _constraint_validated(db, "trades_price_positive")
+    event = apply_event(target, "1.0.1")
+    assert "lock_retries" not in event["details"]  # one wait, never timed out
+    assert rows(target, "SELECT price FROM trades WHERE id = 1") == [(2,)]
