@@ -172,6 +172,21 @@ class Database:
         row = self.fetchone(sql, params)
         return row[0] if row else None
 
+    def _catalog(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of a look-up a helper makes in the catalog (``pg_catalog``,
+        ``sqlite_master``, pragmas) to decide what to run.  Read past the connection's
+        execute wrappers, so that it does not count among the step's statements: its audit
+        event, ``tbmigrate sql`` and the lint's statement numbers show what the script
+        changes, not how a helper looked (as the rollback's loss meter reads)."""
+        self.connection.ensure_connection()
+        with self.connection.wrap_database_errors:
+            cursor = self.connection.create_cursor(None)  # the backend's, without wrappers
+            try:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
     def quote(self, name: str) -> str:
         return self.connection.ops.quote_name(name)
 

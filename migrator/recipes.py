@@ -86,27 +86,27 @@ def column_not_null(db: Database, table: str, column: str) -> bool | None:
     from the catalog, which takes no lock on the table (Django's introspection reads a row
     of it, and would wait behind the very session a helper must not queue behind)."""
     if db.is_postgresql:
-        return db.scalar(
+        found = db._catalog(
             "SELECT a.attnotnull FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
             "AND a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped",
             [db.quote(table), column],
         )
-    row = db.fetchone(
-        'SELECT "notnull" FROM pragma_table_info(%s) WHERE name = %s COLLATE NOCASE',
-        [table, column],
-    )
-    return None if row is None else bool(row[0])
+    else:
+        found = db._catalog(
+            'SELECT "notnull" FROM pragma_table_info(%s) WHERE name = %s COLLATE NOCASE',
+            [table, column],
+        )
+    return bool(found[0][0]) if found else None
 
 
 def table_exists(db: Database, table: str) -> bool:
     if db.is_postgresql:
-        return db.scalar("SELECT to_regclass(%s) IS NOT NULL", [db.quote(table)])
-    return (
-        db.fetchone(
+        return bool(db._catalog("SELECT to_regclass(%s) IS NOT NULL", [db.quote(table)])[0][0])
+    return bool(
+        db._catalog(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s COLLATE NOCASE",
             [table],
         )
-        is not None
     )
 
 
@@ -118,12 +118,12 @@ class Constraint:
 
 
 def pg_constraint(db: Database, table: str, name: str) -> Constraint | None:
-    row = db.fetchone(
+    found = db._catalog(
         "SELECT contype, convalidated, pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conrelid = to_regclass(%s) AND conname = %s",
         [db.quote(table), name],
     )
-    return None if row is None else Constraint(str(row[0]), bool(row[1]), str(row[2]))
+    return Constraint(str(found[0][0]), bool(found[0][1]), str(found[0][2])) if found else None
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class Index:
 def index(db: Database, name: str) -> Index | None:
     """The index ``name`` (of the current schema on PostgreSQL), or None."""
     if db.is_postgresql:
-        row = db.fetchone(
+        found = db._catalog(
             """
             SELECT t.relname, i.indisunique, i.indisvalid,
                    i.indexprs IS NULL AND i.indpred IS NULL AND am.amname = 'btree',
@@ -170,21 +170,23 @@ def index(db: Database, name: str) -> Index | None:
             """,
             [db.quote(name)],
         )
-        if row is None:
+        if not found:
             return None
+        row = found[0]
         return Index(str(row[0]), tuple(row[4]), bool(row[1]), bool(row[2]), bool(row[3]))
-    row = db.fetchone(
+    found = db._catalog(
         "SELECT tbl_name FROM sqlite_master WHERE type = 'index' AND name = %s COLLATE NOCASE",
         [name],
     )
-    if row is None:
+    if not found:
         return None
-    table = str(row[0])
-    unique, partial = db.fetchone(
+    table = str(found[0][0])
+    listed = db._catalog(
         'SELECT "unique", partial FROM pragma_index_list(%s) WHERE name = %s COLLATE NOCASE',
         [table, name],
-    ) or (0, 0)
-    columns = [c for (c,) in db.fetchall("SELECT name FROM pragma_index_info(%s)", [name])]
+    )
+    unique, partial = listed[0] if listed else (0, 0)
+    columns = [c for (c,) in db._catalog("SELECT name FROM pragma_index_info(%s)", [name])]
     plain = not partial and all(c is not None for c in columns)
     return Index(table, tuple(str(c) for c in columns), bool(unique), True, plain)
 
@@ -411,7 +413,7 @@ def _sqlite_check_referenced_key(db: Database, table: str, columns: list[str], w
     wanted = sorted(c.lower() for c in columns)
     primary = [
         name
-        for name, pk in db.fetchall(
+        for name, pk in db._catalog(
             "SELECT name, pk FROM pragma_table_info(%s) WHERE pk > 0 ORDER BY pk", [table]
         )
         if pk
@@ -419,10 +421,10 @@ def _sqlite_check_referenced_key(db: Database, table: str, columns: list[str], w
     if not primary and not table_exists(db, table):
         raise SchemaChangeError(f"{what}: table {table} does not exist")
     keys = [sorted(c.lower() for c in primary)]
-    for (index_name,) in db.fetchall(
+    for (index_name,) in db._catalog(
         'SELECT name FROM pragma_index_list(%s) WHERE "unique" AND NOT partial', [table]
     ):
-        found = db.fetchall("SELECT name FROM pragma_index_info(%s)", [index_name])
+        found = db._catalog("SELECT name FROM pragma_index_info(%s)", [index_name])
         keys.append(sorted(str(c).lower() for (c,) in found if c is not None))
     if wanted not in keys:
         raise SchemaChangeError(

@@ -221,18 +221,23 @@ def _cut(sql: str, parts: list[Token], spans: list[tuple[int, int]]) -> str:
 
 
 # -- the rebuild -----------------------------------------------------------------------
+def _table_sql(db: Database, table: str) -> str | None:
+    found = db._catalog("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = %s", [table])
+    return str(found[0][0]) if found else None
+
+
 def read(db: Database, table: str, what: str) -> Definition:
-    row = db.fetchone("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = %s", [table])
-    if row is None:
+    sql = _table_sql(db, table)
+    if sql is None:
         raise SchemaChangeError(f"{what}: table {table} does not exist")
-    return Definition.parse(row[0])
+    return Definition.parse(sql)
 
 
 def copyable_columns(db: Database, table: str) -> list[str]:
     """The columns whose values a rebuild copies (generated ones compute themselves)."""
     return [
         name
-        for name, hidden in db.fetchall(
+        for name, hidden in db._catalog(
             "SELECT name, hidden FROM pragma_table_xinfo(%s) ORDER BY cid", [table]
         )
         if hidden not in (2, 3)
@@ -253,7 +258,7 @@ def rebuild(
     ``dropped_column``), triggers, views and AUTOINCREMENT counter.  ``what`` names the
     helper in errors."""
     columns = columns if columns is not None else copyable_columns(db, table)
-    own = db.fetchall(
+    own = db._catalog(
         "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = %s "
         "AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, rowid",
         [table],
@@ -267,14 +272,15 @@ def rebuild(
                 )
     others = _naming(db, table)
     with foreign_keys_off(db, what, table):
-        has_sequence = db.fetchone(
+        has_sequence = db._catalog(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'"
         )
-        seq = (
-            db.scalar("SELECT seq FROM sqlite_sequence WHERE name = %s", [table])
+        found = (
+            db._catalog("SELECT seq FROM sqlite_sequence WHERE name = %s", [table])
             if has_sequence
-            else None
+            else []
         )
+        seq = found[0][0] if found else None
         q_table, temp = db.quote(table), db.quote(f"{TEMP_PREFIX}{table}")
         cols = ", ".join(db.quote(c) for c in columns)
         for kind, name, _ in reversed(others):
@@ -297,7 +303,7 @@ def _naming(db: Database, table: str) -> list[tuple[str, str, str]]:
     """The views, and the triggers of other tables, that name ``table`` or such a view,
     in the order they were created (SQLite refuses to rename a table while one of them
     names a missing table, so they are dropped and put back around the swap)."""
-    candidates = db.fetchall(
+    candidates = db._catalog(
         "SELECT type, name, tbl_name, sql FROM sqlite_master "
         "WHERE type IN ('view', 'trigger') AND sql IS NOT NULL ORDER BY rowid"
     )
@@ -339,7 +345,7 @@ def foreign_keys_off(db: Database, what: str, table: str) -> Iterator[None]:
     Inside a transaction (an atomic step) foreign keys must already be off, since
     SQLite ignores the pragma there; the step's own check (``fkguard``) follows."""
     if db.connection.in_atomic_block:
-        if db.scalar("PRAGMA foreign_keys"):
+        if db._catalog("PRAGMA foreign_keys")[0][0]:
             raise SchemaChangeError(
                 f"{what} on SQLite rebuilds the table, which needs foreign keys off before "
                 "the transaction starts; call it from a migration step (tbmigrate turns them "
@@ -347,7 +353,7 @@ def foreign_keys_off(db: Database, what: str, table: str) -> Iterator[None]:
             )
         yield
         return
-    was_on = bool(db.scalar("PRAGMA foreign_keys"))
+    was_on = bool(db._catalog("PRAGMA foreign_keys")[0][0])
     db.execute("PRAGMA foreign_keys = OFF")
     try:
         before = set(broken_references(db, table))
@@ -369,15 +375,15 @@ def broken_references(db: Database, table: str) -> Iterator[tuple[Any, ...]]:
     nothing: (table, rowid, parent)."""
     children = {
         name
-        for (name,) in db.fetchall(
+        for (name,) in db._catalog(
             "SELECT m.name FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
             "WHERE m.type = 'table' AND f.\"table\" = %s COLLATE NOCASE",
             [table],
         )
     }
-    exists = db.fetchone("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s", [table])
+    exists = _table_sql(db, table) is not None
     for name in sorted(children | ({table} if exists else set())):
-        for row in db.fetchall(f"PRAGMA foreign_key_check({db.quote(name)})"):
+        for row in db._catalog(f"PRAGMA foreign_key_check({db.quote(name)})"):
             if same_name(row[0], table) or same_name(row[2], table):
                 yield (row[0], row[1], row[2])
 
@@ -439,8 +445,8 @@ def drop_constraint(db: Database, table: str, name: str) -> bool:
 
 def constraint_sql(db: Database, table: str, name: str) -> str | None:
     """The text of the table constraint ``name`` of ``table`` (None: there is none)."""
-    row = db.fetchone("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = %s", [table])
-    if row is None:
+    sql = _table_sql(db, table)
+    if sql is None:
         return None
-    item = Definition.parse(row[0]).constraint(name)
+    item = Definition.parse(sql).constraint(name)
     return item.sql if item else None

@@ -49,12 +49,12 @@ def validated(db, table: str, name: str) -> bool | None:
 
 
 def statements_of(db, work) -> list[str]:
-    """The statements ``work()`` sends that change something (not catalog reads)."""
+    """The statements ``work()`` sends, as a step's audit event would keep them (the
+    helpers' catalog look-ups are not among them)."""
     seen: list[str] = []
 
     def keep(execute, sql, params, many, context):
-        if not sql.lstrip().upper().startswith(("SELECT", "PRAGMA", "WITH")):
-            seen.append(sql)
+        seen.append(sql)
         return execute(sql, params, many, context)
 
     with db.connection.execute_wrapper(keep):
