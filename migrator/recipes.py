@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, IntegrityError
 
-from migrator import sqlite_rebuild
+from migrator import sqlite_rebuild, vendors
 from migrator.errors import SchemaChangeError
-from migrator.timeouts import is_lock_timeout, sqlstate
+from migrator.timeouts import sqlstate
 
 if TYPE_CHECKING:
     from migrator.database import Database
@@ -511,7 +511,8 @@ def create_index(
         db.execute(sql).close()
     except DatabaseError as exc:
         # (concurrently=True never gets here inside a transaction.)
-        if concurrently and db.is_postgresql and not (db.retrying and is_lock_timeout(exc)):
+        gave_up = vendors.of(db.connection).is_lock_timeout(exc)
+        if concurrently and db.is_postgresql and not (db.retrying and gave_up):
             db.drop_invalid_index(db.quote(name))
         if isinstance(exc, IntegrityError):
             detail = _detail(exc) or str(exc).strip().splitlines()[0]
