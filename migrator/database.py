@@ -27,6 +27,16 @@ _CONCURRENT_INDEX = re.compile(
     r'(?P<name>(?:"(?:[^"]|"")+"|[\w$]+)(?:\.(?:"(?:[^"]|"")+"|[\w$]+))?)\s+ON\b',
     re.IGNORECASE,
 )
+# Statements whose lock conflicts with no reader or writer (SHARE UPDATE EXCLUSIVE at
+# most, and waits for old transactions that block nobody): while they wait, the table's
+# traffic does not queue behind them.
+_PATIENT = re.compile(
+    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\b|DROP\s+INDEX\s+CONCURRENTLY\b"
+    r"|REINDEX\s+(?:\([^)]*\)\s*)?(?:INDEX|TABLE|SCHEMA|DATABASE|SYSTEM)\s+CONCURRENTLY\b"
+    r'|ALTER\s+TABLE\s+(?:ONLY\s+)?(?:"(?:[^"]|"")+"|[\w$.]+)\s+VALIDATE\s+CONSTRAINT\s+'
+    r'(?:"(?:[^"]|"")+"|[\w$]+)\s*;?\s*$)',
+    re.IGNORECASE,
+)
 T = TypeVar("T")
 
 
@@ -62,8 +72,14 @@ class Database:
 
         In a non-atomic step (autocommit) a statement that PostgreSQL's lock_timeout
         gives up on has done nothing, and is tried again after a pause, as the step's
-        retry settings say; a ``CREATE INDEX CONCURRENTLY`` that gives up leaves an
-        INVALID index behind, which is dropped before the next try (and after the last).
+        retry settings say.  A statement whose lock blocks no reader or writer while it
+        waits (``CREATE INDEX CONCURRENTLY``, ``DROP``/``REINDEX … CONCURRENTLY``,
+        ``VALIDATE CONSTRAINT``) is *patient* instead: it may wait as long as the step's
+        whole retry budget, since a short wait protects no traffic there, and would give up
+        behind autovacuum (which yields only after ``deadlock_timeout``, 1 s) or throw an
+        index build away at its last wait for old snapshots.  A ``CREATE INDEX
+        CONCURRENTLY`` that gives up all the same leaves an INVALID index behind, which is
+        dropped before the next try (and after the last).
         """
 
         def run() -> Any:
@@ -71,7 +87,25 @@ class Database:
             cursor.execute(sql, params)
             return cursor
 
+        if _PATIENT.match(sql) and self.is_postgresql:
+            return self.retried(
+                lambda: self.patiently(run), cleanup=self._invalid_index_cleanup(sql)
+            )
         return self.retried(run, cleanup=self._invalid_index_cleanup(sql))
+
+    def patiently(self, work: Callable[[], T]) -> T:
+        """``work()`` with the session's lock wait raised to the step's retry budget (in a
+        non-atomic step; elsewhere as it is), then put back: for statements whose lock
+        blocks nobody while they wait."""
+        retrying = self.retrying
+        if retrying is None or self.connection.in_atomic_block:
+            return work()
+        retrying.set_lock_timeout(retrying.limits.retry_budget or None)
+        retrying.waits.patient_seconds = retrying.limits.retry_budget or None
+        try:
+            return work()
+        finally:
+            retrying.set_lock_timeout(retrying.limits.lock_timeout_at(1))
 
     def retried(self, work: Callable[[], T], cleanup: Callable[[], None] | None = None) -> T:
         """``work()``, tried again when a lock wait times out, where that is safe: in a
@@ -108,18 +142,16 @@ class Database:
         )
         if not invalid:
             return False
-        retrying = self.retrying
-        if retrying is not None:
-            retrying.set_lock_timeout(retrying.limits.retry_budget or None)
-        try:
+
+        def drop() -> None:
             with self.connection.cursor() as cursor:
                 cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+
+        try:
+            self.patiently(drop)
         except DatabaseError:
             self.invalid_left.append(name)
             return False
-        finally:
-            if retrying is not None:
-                retrying.set_lock_timeout(retrying.limits.lock_timeout_at(1))
         return True
 
     def execute_script(self, sql: str, *, source: str = "", first_line: int = 1) -> None:

@@ -651,6 +651,11 @@ class Executor:
             limits = capture.limits
             first, last = limits.lock_timeout_at(1) or 0, limits.lock_timeout_at(tries) or 0
             waits = f"{first:g} s" + (f", growing to {last:g} s" if last != first else "")
+            if capture.waits.patient_seconds:
+                waits += (
+                    f"; {capture.waits.patient_seconds:g} s, PG_LOCK_RETRY_BUDGET, for a "
+                    "statement whose lock blocks no reader or writer while it waits"
+                )
             waited = sum(capture.waits.waits_ms) / 1000
             left = "".join(
                 f"; it left the INVALID index {name}, which could not be dropped while "

@@ -26,9 +26,8 @@ new rule give the same clear error as on PostgreSQL.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -262,27 +261,6 @@ def drop_not_null(db: Database, table: str, column: str) -> None:
 
 
 # -- CHECK and FOREIGN KEY -------------------------------------------------------------
-@contextlib.contextmanager
-def patient(db: Database) -> Iterator[None]:
-    """In a non-atomic step, wait for the lock of the statements in the body as long as the
-    step's whole retry budget, rather than the short lock timeout.
-
-    For a statement whose lock conflicts with no reader or writer (``VALIDATE CONSTRAINT``
-    asks for SHARE UPDATE EXCLUSIVE): while it waits, the table's traffic does not queue
-    behind it, so a short timeout protects nothing, and would give up behind the
-    autovacuum it meets most often, which yields only to a wait longer than
-    ``deadlock_timeout`` (1 s), longer than any of tbmigrate's short waits."""
-    retrying = db.retrying
-    if retrying is None or db.connection.in_atomic_block:
-        yield
-        return
-    retrying.set_lock_timeout(retrying.limits.retry_budget or None)
-    try:
-        yield
-    finally:
-        retrying.set_lock_timeout(retrying.limits.lock_timeout_at(1))
-
-
 def validate(
     db: Database, table: str, name: str, violation: Callable[[str], str], *, added: bool
 ) -> None:
@@ -292,8 +270,8 @@ def validate(
     that was there before is left as it was, and the error says so."""
     q_table, q_name = db.quote(table), db.quote(name)
     try:
-        with patient(db):
-            db.execute(f"ALTER TABLE {q_table} VALIDATE CONSTRAINT {q_name}").close()
+        # Patient (Database.execute): its lock blocks no reader or writer while it waits.
+        db.execute(f"ALTER TABLE {q_table} VALIDATE CONSTRAINT {q_name}").close()
     except DatabaseError as exc:
         if sqlstate(exc) not in (CHECK_VIOLATION, FOREIGN_KEY_VIOLATION):
             raise
