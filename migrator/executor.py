@@ -57,7 +57,7 @@ from migrator.scripts import Script
 
 logger = logging.getLogger(__name__)
 
-_OWN_TABLES = '"tbmigrate_applied_migration"'  # as Django's ORM quotes it, on both vendors
+OWN_TABLES = '"tbmigrate_applied_migration"'  # as Django's ORM quotes it, on both vendors
 OUTPUT_KEPT = 20_000  # characters of a script's printed output kept in its audit event
 
 
@@ -100,7 +100,7 @@ class _Capture:
         self.count = 0
 
     def __call__(self, execute, sql, params, many, context):
-        if _OWN_TABLES in str(sql):
+        if OWN_TABLES in str(sql):
             # The journal's own writes (batch progress) are not the script's statements.
             return execute(sql, params, many, context)
         self.count += 1
