@@ -168,9 +168,10 @@ class MigrationSystem:
             lambda: history.last_failures(self.alias, [str(v) for v in versions]), self.alias
         )
 
-    def status(self) -> Status:
-        """Every known version and its state; reads only (creates no tables)."""
-        loaded = self.scripts()
+    def status(self, loaded: list[Script] | None = None) -> Status:
+        """Every known version and its state; reads only (creates no tables).  ``loaded``:
+        the scripts, when the caller has them already."""
+        loaded = self.scripts() if loaded is None else loaded
         records = self.history()
         if records or spool.waiting(self.alias):
             self._drain_spool()
@@ -497,9 +498,9 @@ class MigrationSystem:
         backup and the user's answer, take the lock, plan again under it (another run
         may have got there first) and refuse steps the user was not asked about; the
         body then carries out the plan it is given, with the lock held."""
-        first = self._plan_or_refuse(action, plan)
+        loaded = self.scripts()  # every script must load before anything runs; once
+        first = self._plan_or_refuse(action, plan, self.status(loaded).migrations)
         take_backup = self._before_lock(action, backup, confirm, first.steps)
-        loaded = self.scripts()  # every script must load before anything runs
         with self._locked():
             states = planner.states(loaded, history.load(self.alias))
             again = self._plan_or_refuse(action, plan, states)

@@ -95,3 +95,9 @@ class BackupFailed(MigratorError):
 class SqlScriptError(ScriptError):
     """SQL that cannot run as written (e.g. BEGIN/COMMIT inside tbmigrate's own
     transaction); the message names the statement and the line where it starts."""
+
+
+class SchemaChangeError(MigratorError):
+    """A ``db`` helper cannot make a schema change as asked (rows that break the new
+    constraint, an index of that name with another definition, ``CONCURRENTLY`` inside
+    a transaction); the message says why and what to do, and nothing was left half-done."""

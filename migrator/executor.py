@@ -57,7 +57,7 @@ from migrator.scripts import Script
 
 logger = logging.getLogger(__name__)
 
-_OWN_TABLES = '"tbmigrate_applied_migration"'  # as Django's ORM quotes it, on both vendors
+OWN_TABLES = '"tbmigrate_applied_migration"'  # as Django's ORM quotes it, on both vendors
 OUTPUT_KEPT = 20_000  # characters of a script's printed output kept in its audit event
 
 
@@ -100,7 +100,7 @@ class _Capture:
         self.count = 0
 
     def __call__(self, execute, sql, params, many, context):
-        if _OWN_TABLES in str(sql):
+        if OWN_TABLES in str(sql):
             # The journal's own writes (batch progress) are not the script's statements.
             return execute(sql, params, many, context)
         self.count += 1
@@ -166,8 +166,10 @@ class _Journal:
 
     def update(self, info: dict[str, Any]) -> None:
         """``db.on_progress``: called by ``batched_update`` inside each batch's
-        transaction, so the recorded progress is exactly what committed."""
-        updates = self.progress.setdefault("updates", [])
+        transaction, so the recorded progress is exactly what committed.  What this
+        object holds (for the audit event of a step stopped later) changes only once the
+        batch has committed: a signal between the two must not make it say more."""
+        updates = [dict(item) for item in self.progress.get("updates", [])]
         key = (info.get("table"), info.get("key"))
         for i, item in enumerate(updates):
             if (item.get("table"), item.get("key")) == key:
@@ -175,7 +177,13 @@ class _Journal:
                 break
         else:
             updates.append(dict(info))
-        history.journal_progress(self.alias, self.version, self.progress)
+        progress = {**self.progress, "updates": updates}
+        history.journal_progress(self.alias, self.version, progress)
+
+        def committed() -> None:
+            self.progress = {**self.progress, "updates": updates}
+
+        transaction.on_commit(committed, using=self.alias)
 
     def note(self, **facts: Any) -> None:
         """Facts that are not a batch (lock waits, blockers); written at once."""
@@ -646,6 +654,11 @@ class Executor:
             limits = capture.limits
             first, last = limits.lock_timeout_at(1) or 0, limits.lock_timeout_at(tries) or 0
             waits = f"{first:g} s" + (f", growing to {last:g} s" if last != first else "")
+            if capture.waits.patient_seconds:
+                waits += (
+                    f"; {capture.waits.patient_seconds:g} s, PG_LOCK_RETRY_BUDGET, for a "
+                    "statement whose lock blocks no reader or writer while it waits"
+                )
             waited = sum(capture.waits.waits_ms) / 1000
             left = "".join(
                 f"; it left the INVALID index {name}, which could not be dropped while "
@@ -757,6 +770,17 @@ class Executor:
         def write() -> None:
             with transaction.atomic(using=self.alias):
                 if record is not None:
+                    # How far it got, as committed (a resume starts from it): the row's,
+                    # never what this process believed when the signal came.
+                    committed = history.journal_progress_of(
+                        self.alias, record["version"], record["pid"]
+                    )
+                    if committed:
+                        event["details"] = {**event["details"], "progress": committed}
+                    else:
+                        event["details"] = {
+                            k: v for k, v in event["details"].items() if k != "progress"
+                        }
                     history.journal_end(self.alias, **record)
                 history.audit(self.alias, **event)
 

@@ -145,25 +145,40 @@ def ensure_schema(alias: str) -> None:
     from django.db.migrations.executor import MigrationExecutor
 
     executor = MigrationExecutor(connection)
+    leaves = executor.loader.graph.leaf_nodes("migrator")
     if connection.vendor != "sqlite":
-        executor.migrate(executor.loader.graph.leaf_nodes("migrator"))
+        executor.migrate(leaves)
         return
     # Django's SQLite schema editor checks the foreign keys of *every* table when it
-    # finishes, so one orphan row written long before tbmigrate came would stop it
-    # from creating its own tables: check only those.
-    check_all = connection.check_constraints
+    # finishes, so one orphan row written long before tbmigrate came would stop it from
+    # creating its own tables.  So the plan is applied here as the executor's
+    # apply_migration does, with an editor of the backend's own class that checks only
+    # tbmigrate's tables.
+    editor_class = _own_tables_editor(connection)
+    if not executor.recorder.has_table():  # what recorder.ensure_schema() does
+        with editor_class(connection) as editor:
+            editor.create_model(executor.recorder.Migration)
+    for migration, _backwards in executor.migration_plan(leaves):
+        state = executor.loader.project_state((migration.app_label, migration.name), at_end=False)
+        with editor_class(connection, atomic=migration.atomic) as editor:
+            migration.apply(state, editor)
+            executor.recorder.record_applied(migration.app_label, migration.name)
 
-    def check_own(table_names: Any = None) -> None:
-        own = {*TABLES, "django_migrations"}
-        check_all(table_names=[t for t in connection.introspection.table_names() if t in own])
 
-    # An instance attribute shadowing the backend's method for the duration: Django's
-    # schema editor calls it on exit, and offers no other way to narrow the check.
-    connection.check_constraints = check_own  # type: ignore[method-assign]
-    try:
-        executor.migrate(executor.loader.graph.leaf_nodes("migrator"))
-    finally:
-        del connection.check_constraints
+def _own_tables_editor(connection: Any) -> Any:
+    """The SQLite schema editor class, checking only tbmigrate's tables on exit."""
+    from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+
+    class OwnTablesEditor(connection.SchemaEditorClass):
+        def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+            own = {*TABLES, "django_migrations"}
+            names = [t for t in connection.introspection.table_names() if t in own]
+            self.connection.check_constraints(table_names=names)
+            # What the SQLite editor's own __exit__ does after its check of every table.
+            BaseDatabaseSchemaEditor.__exit__(self, exc_type, exc_value, traceback)
+            self.connection.enable_constraint_checking()
+
+    return OwnTablesEditor
 
 
 def _own_migration_names() -> set[str]:
@@ -195,9 +210,13 @@ def record_fields(alias: str) -> tuple[str, ...]:
     by an older tbmigrate (a read-only command does not upgrade it: the next command
     that takes the migration lock does), those it has; the others read as defaults."""
     connection = connections[alias]
-    table = AppliedMigration._meta.db_table
+    table = connection.ops.quote_name(AppliedMigration._meta.db_table)
+    # One statement, so one snapshot of the table: Django's get_table_description reads
+    # the catalog and the table separately, and raised KeyError when the first run, which
+    # holds the lock, added a column between the two (two runs started together).
     with connection.cursor() as cursor:
-        present = {c.name for c in connection.introspection.get_table_description(cursor, table)}
+        cursor.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+        present = {column[0] for column in cursor.description}
     return tuple(name for name in RECORD_FIELDS if name in present)
 
 
@@ -595,6 +614,18 @@ def journal_done(
         progress={},
         script_text=compress(source),
     )
+
+
+def journal_progress_of(alias: str, version: Version | str, pid: int) -> dict[str, Any] | None:
+    """The progress committed by this process's in-progress step (None: no such row):
+    what the database holds, whatever the process believed when it was stopped."""
+    found = (
+        AppliedMigration.objects.using(alias)
+        .filter(version=str(version), status=IN_PROGRESS, pid=pid)
+        .values_list("progress", flat=True)
+        .first()
+    )
+    return None if found is None else dict(found or {})
 
 
 def journal_end(alias: str, *, version: str, status: str, error: str, pid: int) -> int:

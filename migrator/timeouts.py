@@ -151,6 +151,8 @@ class LockWaits:
     attempts: int = 1
     waits_ms: list[float] = field(default_factory=list)  # each wait that timed out
     blockers: dict[int, dict[str, Any]] = field(default_factory=dict)  # by server pid
+    # Seconds a patient statement (one whose lock blocks nobody while it waits) may wait.
+    patient_seconds: float | None = None
 
     def saw(self, blockers: list[dict[str, Any]]) -> None:
         for blocker in blockers:
@@ -256,21 +258,8 @@ def sqlstate(exc: BaseException | None) -> str | None:
     return None
 
 
-def is_lock_timeout(exc: BaseException) -> bool:
-    return sqlstate(exc) == LOCK_NOT_AVAILABLE
-
-
 def is_statement_timeout(exc: BaseException) -> bool:
     return sqlstate(exc) == QUERY_CANCELED and "statement timeout" in str(exc)
-
-
-def connection_lost(exc: BaseException, connection: Any) -> bool:
-    """Whether a step's failure took its connection with it."""
-    code = sqlstate(exc) or ""
-    if code.startswith(CONNECTION_LOST_PREFIXES):
-        return True
-    raw = getattr(connection, "connection", None)
-    return raw is not None and bool(getattr(raw, "broken", False))
 
 
 def describe_blockers(blockers: list[dict[str, Any]]) -> str:

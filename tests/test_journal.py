@@ -217,6 +217,44 @@ def test_a_non_atomic_down_stopped_at_any_point_is_recorded_truthfully(
     assert outcomes.count("in_progress") >= len(DOWN_POINTS) - 1, outcomes
 
 
+def test_sigterm_at_random_moments_never_records_more_than_committed(
+    vendor, make_database, tmp_path, settings
+):
+    """Batches of one row every few milliseconds, and SIGTERM at a random moment of each
+    trial: the record and the `interrupted` event's progress (where a rerun resumes)
+    both say exactly what committed, never a batch more (a signal can land between a
+    batch's progress write and its commit)."""
+    import random
+
+    chance = random.Random(20261207)
+    for trial in range(6):
+        database = make_database(vendor)
+        folder = tmp_path / f"random-{trial}"
+        folder.mkdir()
+        scripts(folder, pause=0.002)
+        (path,) = folder.glob("*-1.0.1-*.py")
+        path.write_text(path.read_text().replace(f"batch_size={BATCH}", "batch_size=1"))
+        settings.TBMIGRATE_SCRIPTS_DIR = str(folder)
+        assert tbmigrate("run", "--to", "1.0.0", database=database).code == 0
+        process = start("run", "--no-input", database=database, scripts=folder)
+        wait_for_point(database, process, up=True, rows_done=0)
+        time.sleep(chance.uniform(0, 0.4))
+        process.send_signal(signal.SIGTERM)
+        code, out, err = finish(process)
+        said = assert_truthful(database, up=True)
+        if said != "in_progress":
+            continue
+        assert code == 143, (code, out, err)
+        (stopped,) = [
+            e
+            for e in history.events(database.alias, limit=2)
+            if e["action"] == "apply" and e["outcome"] == "interrupted"
+        ]
+        progress = stopped["details"].get("progress") or {"updates": [{"rows_done": 0}]}
+        assert progress["updates"][0]["rows_done"] == done_rows(database)
+        recover_and_finish(database)
+
+
 def test_sigterm_in_an_atomic_step_rolls_it_back_audits_it_and_exits_143(target, tmp_path):
     folder = tmp_path / "scripts"
     folder.mkdir()

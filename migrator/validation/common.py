@@ -17,6 +17,7 @@ from migrator.errors import MigratorError, ScriptError
 from migrator.planner import MigrationState
 from migrator.scripts import Script
 from migrator.validation.base import CheckResult, failed, passed
+from migrator.vendors import is_lock_timeout
 
 
 def connectivity(alias: str) -> CheckResult:
@@ -75,11 +76,6 @@ def guarded(name: str, check: Callable[[], Any]) -> list[CheckResult]:
     if found is None:
         return []
     return [found] if isinstance(found, CheckResult) else list(found)
-
-
-def is_lock_timeout(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "lock timeout" in text or "database is locked" in text
 
 
 def one_line(exc: BaseException) -> str:

@@ -27,8 +27,9 @@ from django.db import DatabaseError, connections, transaction
 
 from migrator import conf, redact
 from migrator.database import Database
-from migrator.validation.common import is_lock_timeout, one_line
+from migrator.validation.common import one_line
 from migrator.validation.introspect import Schema, ignored_tables, introspect, table_columns
+from migrator.vendors import is_lock_timeout
 
 Step = tuple[str, Callable[[Database], Any]]  # (label, up or down)
 

@@ -45,7 +45,7 @@ from django.db import connections
 
 from migrator import history, targets
 from migrator.errors import MigrationFailed
-from migrator.executor import Executor
+from migrator.executor import OWN_TABLES, Executor
 from migrator.scripts import Script
 from migrator.sql_preview import shown_params
 from migrator.validation import statements
@@ -298,6 +298,8 @@ class _Capture:
     def __call__(self, execute, sql, params, many, context):
         connection = context["connection"]
         text = str(sql)
+        if OWN_TABLES in text:  # a batched_update's progress record: not the script's
+            return execute(sql, params, many, context)
         shape = statements.parse(text)
         transaction = self._transaction(connection)
         entry = Statement(

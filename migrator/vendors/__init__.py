@@ -28,4 +28,12 @@ def of(connection: Any) -> Vendor:
     return Vendor(connection)
 
 
-__all__ = ["Vendor", "of"]
+def is_lock_timeout(exc: BaseException) -> bool:
+    """A lock wait that gave up, whichever database said so: for code that has an error
+    but no connection at hand (a validation check).  With a connection, ask its vendor."""
+    from migrator.vendors import postgresql, sqlite
+
+    return postgresql.gave_up_waiting(exc) or sqlite.gave_up_waiting(exc)
+
+
+__all__ = ["Vendor", "is_lock_timeout", "of"]

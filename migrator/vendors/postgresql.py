@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 PG_LOCK_KEY = int.from_bytes(b"tbmigrat", "big")
 
 
+def gave_up_waiting(exc: BaseException) -> bool:
+    """``lock_timeout`` fired (SQLSTATE 55P03, looked for through Django's wrapping)."""
+    return sqlstate(exc) == LOCK_NOT_AVAILABLE
+
+
 class PostgreSQL(Vendor):
     name = "postgresql"
 
@@ -77,7 +82,7 @@ class PostgreSQL(Vendor):
         self._set.update(changes)
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
-        return sqlstate(exc) == LOCK_NOT_AVAILABLE
+        return gave_up_waiting(exc)
 
     def connection_lost(self, exc: BaseException) -> bool:
         code = sqlstate(exc) or ""

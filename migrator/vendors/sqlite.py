@@ -24,6 +24,12 @@ from migrator.vendors.base import Vendor
 PROGRESS_EVERY = 20_000
 
 
+def gave_up_waiting(exc: BaseException) -> bool:
+    """Another writer held the database for longer than the busy timeout."""
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
 class SQLite(Vendor):
     name = "sqlite"
 
@@ -111,9 +117,7 @@ class SQLite(Vendor):
             )
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
-        """Another writer held the database for longer than the busy timeout."""
-        text = str(exc).lower()
-        return "database is locked" in text or "database table is locked" in text
+        return gave_up_waiting(exc)
 
     def migration_lock(self) -> FileLock:
         return FileLock(self.connection)
