@@ -653,3 +653,43 @@ def test_a_step_that_both_expands_and_contracts_is_warned(target, scripts_dir):
         "1.0.1 swap-qty drops column orders.qty in the very step that makes column "
         "orders.qty_lots: the application still running uses orders.qty"
     )
+
+
+HELPERS = """
+db.add_column("orders", "fee_cents", "BIGINT")
+db.batched_update("orders", "fee_cents = 0", "fee_cents IS NULL")
+db.set_not_null("orders", "fee_cents")
+db.add_check("orders", "orders_fee_cents_positive", "fee_cents >= 0")
+db.add_foreign_key("orders", ["id"], "users")
+db.create_index("orders", ["code", "note"], concurrently=True)
+"""
+
+
+def test_the_db_helpers_pass_in_a_non_atomic_script_and_are_refused_in_an_atomic_one(
+    big_codes, scripts_dir
+):
+    """The helpers' own statements, sent for real: in a non-atomic script each strong lock
+    is an instant and the gate lets them through; in an atomic one the lock of
+    set_not_null's first statement is held through its scan, which the gate refuses (as
+    the helper's docstring warns)."""
+    step(
+        scripts_dir,
+        "1.0.1",
+        "not-null-at-once",
+        'db.add_column("symbols", "fee_cents", "BIGINT")\n'
+        'db.execute("UPDATE symbols SET fee_cents = 0")\n'
+        'db.set_not_null("orders", "code")',
+    )
+    refused = tbmigrate("run", database=big_codes)
+    assert refused.code == 1
+    assert "[exclusive-then-long]" in refused.err and "VALIDATE CONSTRAINT" in refused.err
+    next(scripts_dir.glob("*1.0.1-not-null-at-once.py")).unlink()
+    step(scripts_dir, "1.0.1", "fee-cents", HELPERS, atomic=False)
+    result = tbmigrate("run", database=big_codes)
+    assert result.code == 0, result.err
+    assert rows(
+        big_codes,
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass "
+        "AND attname = 'fee_cents'",
+    ) == [(True,)]
+    assert rows(big_codes, "SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
