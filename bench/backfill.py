@@ -2,32 +2,41 @@
 
 A table of ``rows`` fills gets a new column filled from an old one, once with a single
 ``UPDATE`` through the bare driver (the floor: fastest, but it locks every row until it
-commits) and once by ``tbmigrate run`` of a script with ``atomic = False`` that calls
-``db.batched_update`` (each batch of 10,000 rows commits on its own).  Both are timed as
-whole processes; the result is rows per second.
+commits), then by ``tbmigrate run`` of a script with ``atomic = False`` that calls
+``db.batched_update`` in each of its two modes: fixed batches of 10,000 rows, and the
+adaptive default (each batch sized to take about 0.1 s).  Each commits batch by batch.
+All are timed as whole processes; the result is rows per second, and for the batched
+modes the number of batches (from the progress the run's audit event keeps), so the
+mean time a batch holds its rows is ``seconds / batches`` at most.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 SCRIPT = """version = "0.0.1"
 name = "backfill-amount-cents"
-description = "fill fills.amount_cents from fills.amount, 10,000 rows per commit"
+description = "fill fills.amount_cents from fills.amount, {how}"
 atomic = False
 
 
 def up(db):
     db.batched_update(
         "fills", "amount_cents = CAST(amount * 100 AS INTEGER)", "amount_cents IS NULL",
-        batch_size=10_000,
+        {sizing}progress=False,
     )
 
 
 def down(db):
     db.execute("UPDATE fills SET amount_cents = NULL")
 """
+# label: (description, batched_update's sizing arguments)
+MODES = {
+    "batched_update, 10,000 rows": ("10,000 rows per commit", "batch_size=10_000, "),
+    "batched_update, 0.1 s target": ("batches of about 0.1 s (the default)", ""),
+}
 
 UPDATE = "UPDATE fills SET amount_cents = CAST(amount * 100 AS INTEGER)"
 
@@ -96,28 +105,54 @@ def check(vendor: str, target: str, rows: int) -> None:
         raise SystemExit(f"backfill left {rows - done} of {rows} rows not updated")
 
 
+def batches(vendor: str, target: str) -> int:
+    """How many batches the last ``run`` made: its journal's progress, kept in its audit
+    event."""
+    sql = "SELECT details FROM tbmigrate_audit_event WHERE action = 'apply' ORDER BY id DESC"
+    if vendor == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(target)
+        details = conn.execute(sql).fetchone()[0]
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(target) as conn:
+            details = conn.execute(sql).fetchone()[0]
+    if isinstance(details, str):
+        details = json.loads(details)
+    return int(details["progress"]["updates"][0]["batches"])
+
+
 def measure(dbs, rows: int, workdir: Path, timed, tbmigrate) -> dict[str, dict[str, float]]:
-    scripts = workdir / "backfill_scripts"
-    scripts.mkdir(exist_ok=True)
-    (scripts / "2026-01-01T00-00-00-0.0.1-backfill-amount-cents.py").write_text(SCRIPT)
     me = [sys.executable, __file__]
     out = {}
-    for label in ("single UPDATE", "batched_update"):
+    for label in ("single UPDATE", *MODES):
         target = dbs.fresh()
         where = target.floor_target()
         setup(target.vendor, where, rows)
         if label == "single UPDATE":
             sample = timed([*me, "update", target.vendor, where], {})
         else:
+            how, sizing = MODES[label]
+            scripts = workdir / f"backfill_scripts_{len(out)}"
+            scripts.mkdir(exist_ok=True)
+            (scripts / "2026-01-01T00-00-00-0.0.1-backfill-amount-cents.py").write_text(
+                SCRIPT.format(how=how, sizing=sizing)
+            )
             env = {"TBMIGRATE_SCRIPTS_DIR": str(scripts), **target.env()}
             sample = timed(tbmigrate("run"), env)
         check(target.vendor, where, rows)
-        dbs.drop(target)
-        out[label] = {
+        result = {
             "seconds": round(sample.seconds, 3),
             "rows_per_s": round(rows / sample.seconds),
             "peak_rss_mib": round(sample.rss_mib, 1),
         }
+        if label != "single UPDATE":
+            result["batches"] = batches(target.vendor, where)
+        dbs.drop(target)
+        out[label] = result
     return out
 
 

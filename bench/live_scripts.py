@@ -42,11 +42,11 @@ FEE = "CAST(qty * price * 10 AS BIGINT)"  # 10 bps of the notional, in cents
 NAIVE_HAZARDS: dict[str, dict[str, str]] = {
     "1.0.1": {
         "long-update": "benchmark: the naive series on purpose",
-        "rewrite": "benchmark: the naive series on purpose",
+        "exclusive-then-long": "benchmark: the naive series on purpose",
     },
-    "1.0.2": {"non-concurrent-index": "benchmark: the naive series on purpose"},
+    "1.0.2": {"blocking-index": "benchmark: the naive series on purpose"},
     "1.0.3": {"set-not-null": "benchmark: the naive series on purpose"},
-    "1.0.4": {"validated-foreign-key": "benchmark: the naive series on purpose"},
+    "1.0.4": {"validate-constraint": "benchmark: the naive series on purpose"},
 }
 
 HEADER = '''"""{description}"""

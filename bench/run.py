@@ -392,11 +392,12 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "**Backfill** (rows per second, whole process)", ""]
         lines += ["| | " + " | ".join(backfill) + " |", "|---|" + "---:|" * len(backfill)]
         for label in next(iter(backfill.values())):
-            values = " | ".join(
-                f"{backfill[v][label]['rows_per_s']:,} ({backfill[v][label]['seconds']:.1f} s)"
-                for v in backfill
-            )
-            lines.append(f"| {label} | {values} |")
+            cells = []
+            for v in backfill:
+                got = backfill[v][label]
+                batches = f", {got['batches']:,} batches" if "batches" in got else ""
+                cells.append(f"{got['rows_per_s']:,} ({got['seconds']:.1f} s{batches})")
+            lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 

@@ -52,7 +52,7 @@ from migrator.planner import MigrationState, Plan
 from migrator.scripts import Script
 from migrator.states import STATES, State
 from migrator.timeouts import StepTimeouts
-from migrator.validation import Report, roundtrip
+from migrator.validation import Report, hazards, roundtrip
 from migrator.validation import common as validation_common
 from migrator.validation import preflight as validation_preflight
 from migrator.validation import rollback as validation_rollback
@@ -212,7 +212,9 @@ class MigrationSystem:
         """Apply pending scripts in version order, up to and including ``to``.
 
         ``backup`` (or the alias in BACKUP_DATABASES) backs the database up first;
-        ``phase="expand"`` stops before the first contract script.
+        ``phase="expand"`` stops before the first contract script.  Before anything runs
+        (the backup included) the lock-hazard gate may refuse the steps
+        (``HazardRefused``, see ``_gate``); ``dry_run`` reaches the same verdict.
         """
 
         def plan(states: list[MigrationState]) -> Plan:
@@ -221,14 +223,23 @@ class MigrationSystem:
         with history.run_context() as run_id:
             result = RunResult("run", self.database, dry_run=dry_run, run_id=run_id)
             if dry_run:
-                result.planned = self._plan_or_refuse("run", plan, audit=False).labels
+                planned = self._plan_or_refuse("run", plan, audit=False)
+                result.planned = planned.labels
+                if not fake:
+                    self._gate("run", planned, audit=False)
                 return result
             with self._changing("run", plan, confirm=confirm, backup=backup) as (steps, backup_now):
                 result.planned = steps.labels
                 result.target = steps.target
+                details: dict[str, Any] = {"to": to, "fake": fake}
+                notes: dict[str, dict[str, Any]] = {}
+                verdict = None if fake else self._gate("run", steps)
+                if verdict is not None and verdict.checked not in ("sqlite", "nothing"):
+                    details["hazards"] = verdict.details()
+                    notes = verdict.step_notes()
                 if steps.steps and backup_now:
                     result.backup = self._backup()
-                self._execute(result, steps.scripts, fake=fake, details={"to": to, "fake": fake})
+                self._execute(result, steps.scripts, fake=fake, details=details, notes=notes)
             return result
 
     def rollback(
@@ -496,6 +507,34 @@ class MigrationSystem:
             _still_as_confirmed(confirm, again.steps, first.steps)
             yield again, take_backup
 
+    def _gate(self, action: str, plan: Plan, *, audit: bool = True) -> hazards.Verdict | None:
+        """The lock-hazard gate (``validation/hazards.py``) on the steps of ``plan``, before
+        the first of them runs: a refusal is raised (and audited); the hazards the scripts
+        accept are said.  Costs one catalog query when no table is large."""
+        if not plan.steps:
+            return None
+
+        def applied() -> list[Script]:
+            states = planner.states(self.scripts(), history.load(self.alias))
+            return [s.script for s in states if s.is_applied and s.script is not None]
+
+        verdict = hazards.assess(self.alias, plan.scripts, applied)
+        refusal = verdict.refusal(action, str(plan.steps[-1].version))
+        if refusal is not None:
+            if audit:
+                self._audit_refusal(action, refusal)
+            raise refusal
+        for finding in verdict.accepted:
+            self.progress.on_message(
+                f"  {finding.step} accepts the lock hazard {finding.hazard} on {finding.table} "
+                f"({finding.size}): {finding.accepted}"
+            )
+        for note in verdict.partial:
+            self.progress.on_message(
+                f"  note: {note}; the lock-hazard gate did not see what it runs after that"
+            )
+        return verdict
+
     def _audited(self, report: Report) -> Report:
         """Record a validation where tbmigrate's tables exist; validating creates nothing."""
         outcome = history.SUCCESS if report.ok else history.FAILURE
@@ -569,6 +608,7 @@ class MigrationSystem:
         revert: bool = False,
         fake: bool = False,
         details: dict[str, Any],
+        notes: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         executor = Executor(
             self.alias,
@@ -578,6 +618,7 @@ class MigrationSystem:
             busy_seconds=self.lock_timeout,
             script_output=self.script_output,
         )
+        executor.step_notes = notes or {}
         action = "rollback" if revert else "run"
         try:
             for script in steps:

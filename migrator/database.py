@@ -2,20 +2,22 @@
 
 It wraps one Django connection so that most scripts are written once for both
 databases: ``db.execute`` takes ``%s`` placeholders on PostgreSQL and SQLite, and the
-helpers below hide the few places where the two differ (dropping a column on SQLite
-means rebuilding the table, done here without losing a single child row).
+helpers below hide the few places where the two differ.  The work of the bigger ones
+lives beside it: the safe recipes (``set_not_null``, ``add_check``, ``add_foreign_key``,
+``create_index``...) in ``migrator/recipes.py``, SQLite's table rebuild, done without
+losing a single child row, in ``migrator/sqlite_rebuild.py``, and the adaptive
+``batched_update`` in ``migrator/backfill.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
+
+from migrator import backfill, recipes, sqlite_rebuild
 
 if TYPE_CHECKING:
     from migrator.timeouts import Retrying
@@ -25,9 +27,17 @@ _CONCURRENT_INDEX = re.compile(
     r'(?P<name>(?:"(?:[^"]|"")+"|[\w$]+)(?:\.(?:"(?:[^"]|"")+"|[\w$]+))?)\s+ON\b',
     re.IGNORECASE,
 )
+# Statements whose lock conflicts with no reader or writer (SHARE UPDATE EXCLUSIVE at
+# most, and waits for old transactions that block nobody): while they wait, the table's
+# traffic does not queue behind them.
+_PATIENT = re.compile(
+    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\b|DROP\s+INDEX\s+CONCURRENTLY\b"
+    r"|REINDEX\s+(?:\([^)]*\)\s*)?(?:INDEX|TABLE|SCHEMA|DATABASE|SYSTEM)\s+CONCURRENTLY\b"
+    r'|ALTER\s+TABLE\s+(?:ONLY\s+)?(?:"(?:[^"]|"")+"|[\w$.]+)\s+VALIDATE\s+CONSTRAINT\s+'
+    r'(?:"(?:[^"]|"")+"|[\w$]+)\s*;?\s*$)',
+    re.IGNORECASE,
+)
 T = TypeVar("T")
-_IDENT = re.compile(r'^\s*("(?:[^"]|"")+"|\[[^\]]+\]|`[^`]+`|[^\s(,]+)')
-_CONSTRAINT_WORDS = {"constraint", "primary", "unique", "check", "foreign"}
 
 
 class Database:
@@ -62,8 +72,14 @@ class Database:
 
         In a non-atomic step (autocommit) a statement that PostgreSQL's lock_timeout
         gives up on has done nothing, and is tried again after a pause, as the step's
-        retry settings say; a ``CREATE INDEX CONCURRENTLY`` that gives up leaves an
-        INVALID index behind, which is dropped before the next try (and after the last).
+        retry settings say.  A statement whose lock blocks no reader or writer while it
+        waits (``CREATE INDEX CONCURRENTLY``, ``DROP``/``REINDEX … CONCURRENTLY``,
+        ``VALIDATE CONSTRAINT``) is *patient* instead: it may wait as long as the step's
+        whole retry budget, since a short wait protects no traffic there, and would give up
+        behind autovacuum (which yields only after ``deadlock_timeout``, 1 s) or throw an
+        index build away at its last wait for old snapshots.  A ``CREATE INDEX
+        CONCURRENTLY`` that gives up all the same leaves an INVALID index behind, which is
+        dropped before the next try (and after the last).
         """
 
         def run() -> Any:
@@ -71,7 +87,25 @@ class Database:
             cursor.execute(sql, params)
             return cursor
 
+        if _PATIENT.match(sql) and self.is_postgresql:
+            return self.retried(
+                lambda: self.patiently(run), cleanup=self._invalid_index_cleanup(sql)
+            )
         return self.retried(run, cleanup=self._invalid_index_cleanup(sql))
+
+    def patiently(self, work: Callable[[], T]) -> T:
+        """``work()`` with the session's lock wait raised to the step's retry budget (in a
+        non-atomic step; elsewhere as it is), then put back: for statements whose lock
+        blocks nobody while they wait."""
+        retrying = self.retrying
+        if retrying is None or self.connection.in_atomic_block:
+            return work()
+        retrying.set_lock_timeout(retrying.limits.retry_budget or None)
+        retrying.waits.patient_seconds = retrying.limits.retry_budget or None
+        try:
+            return work()
+        finally:
+            retrying.set_lock_timeout(retrying.limits.lock_timeout_at(1))
 
     def retried(self, work: Callable[[], T], cleanup: Callable[[], None] | None = None) -> T:
         """``work()``, tried again when a lock wait times out, where that is safe: in a
@@ -108,18 +142,16 @@ class Database:
         )
         if not invalid:
             return False
-        retrying = self.retrying
-        if retrying is not None:
-            retrying.set_lock_timeout(retrying.limits.retry_budget or None)
-        try:
+
+        def drop() -> None:
             with self.connection.cursor() as cursor:
                 cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+
+        try:
+            self.patiently(drop)
         except DatabaseError:
             self.invalid_left.append(name)
             return False
-        finally:
-            if retrying is not None:
-                retrying.set_lock_timeout(retrying.limits.lock_timeout_at(1))
         return True
 
     def execute_script(self, sql: str, *, source: str = "", first_line: int = 1) -> None:
@@ -172,6 +204,21 @@ class Database:
         row = self.fetchone(sql, params)
         return row[0] if row else None
 
+    def _catalog(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of a look-up a helper makes in the catalog (``pg_catalog``,
+        ``sqlite_master``, pragmas) to decide what to run.  Read past the connection's
+        execute wrappers, so that it does not count among the step's statements: its audit
+        event, ``tbmigrate sql`` and the lint's statement numbers show what the script
+        changes, not how a helper looked (as the rollback's loss meter reads)."""
+        self.connection.ensure_connection()
+        with self.connection.wrap_database_errors:
+            cursor = self.connection.create_cursor(None)  # the backend's, without wrappers
+            try:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
     def quote(self, name: str) -> str:
         return self.connection.ops.quote_name(name)
 
@@ -207,6 +254,10 @@ class Database:
         return self.fetchone(sql, [name]) is not None
 
     # -- schema changes ----------------------------------------------------------------
+    # Every statement below goes through ``execute``: in a non-atomic step on PostgreSQL
+    # it waits for its lock no longer than the step's short lock_timeout and is retried
+    # alone when that fires; in an atomic step the step's lock timeout applies, and the
+    # whole step is retried.  Catalog reads take no lock on the tables.
     def add_column(self, table: str, column: str, definition: str) -> None:
         """``ALTER TABLE t ADD COLUMN c <definition>`` (e.g. ``"TEXT DEFAULT 'UTC'"``)."""
         self.execute(
@@ -214,17 +265,30 @@ class Database:
         )
 
     def rename_column(self, table: str, old: str, new: str) -> None:
+        """``ALTER TABLE t RENAME COLUMN old TO new`` (both databases; SQLite rewrites the
+        indexes, views, triggers and foreign keys that name it).  A brief ACCESS EXCLUSIVE
+        lock on PostgreSQL, taken with the step's short lock timeout and retried.  Done
+        already (``old`` gone, ``new`` there): nothing to do, so a rerun is harmless."""
+        if (
+            recipes.column_not_null(self, table, old) is None
+            and recipes.column_not_null(self, table, new) is not None
+        ):
+            return
         self.execute(
             f"ALTER TABLE {self.quote(table)} RENAME COLUMN {self.quote(old)} TO {self.quote(new)}"
         )
 
     def rename_table(self, old: str, new: str) -> None:
+        """``ALTER TABLE old RENAME TO new``, as ``rename_column``: a brief lock, retried;
+        nothing to do when already renamed."""
+        if not recipes.table_exists(self, old) and recipes.table_exists(self, new):
+            return
         self.execute(f"ALTER TABLE {self.quote(old)} RENAME TO {self.quote(new)}")
 
     def create_index(
         self,
         table: str,
-        columns: Sequence[str],
+        columns: str | Sequence[str],
         name: str | None = None,
         *,
         unique: bool = False,
@@ -232,37 +296,108 @@ class Database:
     ) -> str:
         """Create an index and return its name (default ``<table>_<cols>_idx``).
 
-        ``concurrently`` applies on PostgreSQL only, and needs a script with ``atomic = False``.
+        ``concurrently=True``: on PostgreSQL ``CREATE INDEX CONCURRENTLY``, which builds
+        the index while reads and writes go on; it cannot run in a transaction, so the
+        script needs ``atomic = False`` (asking for it in an atomic step fails before
+        anything runs, on SQLite too, so the mistake shows on either database).  On
+        SQLite a plain ``CREATE INDEX``.
+
+        Idempotent: a valid index of that name and definition means done; another
+        definition under that name is an error; an INVALID leftover of an earlier
+        ``CONCURRENTLY`` that failed is dropped first.  A lock timeout is retried (in a
+        non-atomic step), and a build that fails (lock waits exhausted, duplicates for a
+        UNIQUE index) drops the INVALID index it left.
         """
-        name = name or f"{table}_{'_'.join(columns)}_idx"
-        how = "UNIQUE INDEX" if unique else "INDEX"
-        if concurrently and self.is_postgresql:
-            how += " CONCURRENTLY"
-        cols = ", ".join(self.quote(c) for c in columns)
-        self.execute(f"CREATE {how} {self.quote(name)} ON {self.quote(table)} ({cols})")
+        cols = recipes.names(columns)
+        name = name or recipes.identifier(table, *cols, "idx")
+        recipes.create_index(self, table, cols, name, unique=unique, concurrently=concurrently)
         return name
 
     def drop_index(self, name: str, *, concurrently: bool = False, if_exists: bool = True) -> None:
-        how = "DROP INDEX"
-        if concurrently and self.is_postgresql:
-            how += " CONCURRENTLY"
-        if if_exists:
-            how += " IF EXISTS"
-        self.execute(f"{how} {self.quote(name)}")
+        """``DROP INDEX [CONCURRENTLY] [IF EXISTS]``; ``concurrently`` on PostgreSQL only,
+        and only in a non-atomic step (an atomic one fails before anything runs)."""
+        recipes.drop_index(self, name, concurrently=concurrently, if_exists=if_exists)
 
-    def drop_column(self, table: str, column: str) -> None:
+    def drop_column(self, table: str, column: str, *, if_exists: bool = False) -> None:
         """Drop a column on both databases; its indexes and table constraints go with it.
 
-        PostgreSQL drops it in place.  SQLite gets the documented 12-step rebuild
-        (https://sqlite.org/lang_altertable.html#otheralter): with foreign keys off, copy
-        into a new table, swap it in, recreate the indexes and views, keep the
-        AUTOINCREMENT counter, then check that no foreign key was broken.  Rows of tables
-        that reference this one are never touched (knex #1598, sequelize #5007).
+        PostgreSQL drops it in place (``ALTER TABLE ... DROP COLUMN``: a brief ACCESS
+        EXCLUSIVE lock, no rewrite), with the step's short lock timeout and retries.
+        SQLite rebuilds the table (``migrator/sqlite_rebuild.py``), keeping every row of
+        the tables that reference it (knex #1598, sequelize #5007), its other indexes,
+        triggers, views and AUTOINCREMENT counter.  A missing column is an error (a typo
+        must not pass silently) unless ``if_exists=True``.
         """
+        if if_exists and recipes.column_not_null(self, table, column) is None:
+            return
         if self.is_postgresql:
             self.execute(f"ALTER TABLE {self.quote(table)} DROP COLUMN {self.quote(column)}")
             return
-        _SqliteRebuild(self, table).drop_column(column)
+        sqlite_rebuild.drop_column(self, table, column)
+
+    # -- the safe recipes (migrator/recipes.py) ------------------------------------------
+    def set_not_null(self, table: str, column: str) -> None:
+        """Make ``table.column`` NOT NULL without stalling the table's traffic.
+
+        PostgreSQL: ``ADD CONSTRAINT <t>_<c>_not_null_check CHECK (c IS NOT NULL) NOT
+        VALID`` (an instant under ACCESS EXCLUSIVE), ``VALIDATE CONSTRAINT`` (the scan,
+        under SHARE UPDATE EXCLUSIVE: reads and writes go on), ``ALTER COLUMN c SET NOT
+        NULL`` (an instant: PostgreSQL 12+ skips the scan thanks to the validated check),
+        then the check is dropped.  SQLite: the table is rebuilt with the column NOT NULL.
+        Rows with NULL: a clear error, and nothing changed (the NOT VALID check is dropped
+        again).  Idempotent: a rerun after an interruption reuses what the first run
+        did.  In an atomic step the statements share its transaction, so the ACCESS
+        EXCLUSIVE lock of the first is held through the scan: use ``atomic = False`` for
+        a big table.
+        """
+        recipes.set_not_null(self, table, column)
+
+    def drop_not_null(self, table: str, column: str) -> None:
+        """The down of ``set_not_null``: ``ALTER COLUMN c DROP NOT NULL`` on PostgreSQL (an
+        instant, nothing scanned), a rebuild on SQLite; also drops the check an
+        interrupted ``set_not_null`` may have left.  Nothing to do when already nullable."""
+        recipes.drop_not_null(self, table, column)
+
+    def add_check(self, table: str, name: str, expression: str) -> None:
+        """Add ``CONSTRAINT name CHECK (expression)`` to ``table``.
+
+        PostgreSQL: ``ADD CONSTRAINT ... NOT VALID`` (an instant), then ``VALIDATE
+        CONSTRAINT`` (the scan, under SHARE UPDATE EXCLUSIVE), two statements, so in a
+        non-atomic step the strong lock is held only for the first.  SQLite: checked,
+        then the table rebuilt with the constraint.  Rows that break it: a clear error,
+        nothing changed.  Idempotent (a constraint of that name is taken as this one; a
+        NOT VALID one is validated)."""
+        recipes.add_check(self, table, name, expression)
+
+    def add_foreign_key(
+        self,
+        table: str,
+        columns: str | Sequence[str],
+        ref_table: str,
+        ref_columns: str | Sequence[str] = ("id",),
+        name: str | None = None,
+        *,
+        on_delete: str = "NO ACTION",
+    ) -> str:
+        """Add ``FOREIGN KEY (columns) REFERENCES ref_table (ref_columns)`` and return its
+        name (default ``<table>_<cols>_fkey``, as PostgreSQL names them).
+
+        ``on_delete``: ``NO ACTION`` (the default), ``RESTRICT``, ``CASCADE``, ``SET
+        NULL`` or ``SET DEFAULT``.  PostgreSQL: ``NOT VALID`` (an instant, under SHARE
+        ROW EXCLUSIVE on both tables), then ``VALIDATE CONSTRAINT`` (the scan, under SHARE
+        UPDATE EXCLUSIVE on the table and ROW SHARE on the referenced one: nobody's
+        reads or writes wait).  SQLite: checked, then the table rebuilt with the key,
+        every row of every table kept.  Rows pointing at nothing: a clear error naming
+        one, nothing changed.  Idempotent (by name)."""
+        return recipes.add_foreign_key(
+            self, table, columns, ref_table, ref_columns, name, on_delete
+        )
+
+    def drop_constraint(self, table: str, name: str) -> None:
+        """The down of ``add_check`` and ``add_foreign_key`` (any named table constraint):
+        ``DROP CONSTRAINT IF EXISTS`` on PostgreSQL (an instant), a rebuild on SQLite.
+        Nothing to do when there is none of that name."""
+        recipes.drop_constraint(self, table, name)
 
     # -- data at scale -----------------------------------------------------------------
     def batched_update(
@@ -273,235 +408,43 @@ class Database:
         params: Sequence[Any] = (),
         *,
         key: str = "id",
-        batch_size: int = 10_000,
+        batch_size: int | None = None,
         pause: float = 0.0,
         progress: bool | None = None,
+        target_batch_seconds: float | None = None,
+        max_rows_per_second: float | None = None,
     ) -> int:
-        """``UPDATE table SET <set_sql> [WHERE <where>]`` in batches of ``batch_size`` rows
-        walked along ``key`` (the primary key, or any unique indexed column); return the
-        number of rows updated.
+        """``UPDATE table SET <set_sql> [WHERE <where>]`` in batches walked along ``key``
+        (the primary key, or any unique indexed column); return the number of rows
+        updated.
 
-        In a script with ``atomic = False`` every batch commits on its own, so the
-        table's rows are locked a batch at a time and trading traffic waits at most
-        one batch (``pause`` seconds between batches give it more room).  Make
-        ``where`` false for rows already done (``"amount_cents IS NULL"``): a run
-        stopped half way then resumes where it stopped.  ``params`` fill the ``%s`` of
-        ``set_sql`` and then of ``where``.  On a terminal a tqdm progress bar shows the
-        rows done (``progress=False`` hides it).  In an atomic script the batches share
-        the step's transaction, which then holds every row's lock until the end.
+        Each batch is sized to take about ``target_batch_seconds`` (0.1 s by default),
+        starting at ``batch_size`` rows (1,000 by default), growing while batches are
+        quick and shrinking when they slow down; a batch that met lock waits is followed
+        by a smaller one, and a slow-down by a pause as long as the time it lost, so a
+        busy database gets room and a quiet one none (the control law:
+        ``migrator/backfill.py``).  ``batch_size`` alone keeps every batch that size, as
+        before.  ``max_rows_per_second`` caps the rate; ``pause`` is the least pause
+        between batches.
+
+        In a script with ``atomic = False`` every batch commits on its own, with its
+        progress record, so trading traffic waits at most one batch, and a rerun resumes
+        after the last committed key.  Make ``where`` false for rows already done
+        (``"amount_cents IS NULL"``).  ``params`` fill the ``%s`` of ``set_sql`` and then
+        of ``where``.  On a terminal a tqdm progress bar shows the rows done
+        (``progress=False`` hides it).  In an atomic script the batches share the step's
+        transaction, which then holds every row's lock until the end.
         """
-        if batch_size < 1:
-            raise ValueError("batched_update: batch_size must be at least 1")
-        q_table, q_key = self.quote(table), self.quote(key)
-        condition = f" AND ({where})" if where else ""
-        set_params = list(params)[: set_sql.count("%s")]
-        where_params = list(params)[len(set_params) :]
-        bar = self._progress_bar(table, q_table, where, where_params, progress)
-        done, after = 0, []  # after: [] for the first batch, else [the last key done]
-        resume = self.resume_points.get(f"{table}:{key}")
-        if resume is not None:
-            after = [resume]
-        own_batches = not self.connection.in_atomic_block
-        started = time.monotonic()
-
-        def one_batch() -> tuple[Any, int]:
-            """One batch: (its upper key, rows updated), or (None, 0) when none is left."""
-            above = f"{q_key} > %s AND " if after else ""
-            with contextlib.ExitStack() as batch:
-                if own_batches:
-                    # Each batch commits on its own, with its progress record.
-                    batch.enter_context(transaction.atomic(using=self.alias))
-                upper = self.scalar(
-                    f"SELECT MAX({q_key}) FROM (SELECT {q_key} FROM {q_table} "
-                    f"WHERE {above}1 = 1{condition} ORDER BY {q_key} LIMIT %s) AS batch",
-                    [*after, *where_params, batch_size],
-                )
-                if upper is None:
-                    return None, 0
-                cursor = self.execute(
-                    f"UPDATE {q_table} SET {set_sql} WHERE {above}{q_key} <= %s{condition}",
-                    [*set_params, *after, upper, *where_params],
-                )
-                count = max(cursor.rowcount, 0)
-                cursor.close()
-                if self.on_progress is not None:
-                    elapsed = max(time.monotonic() - started, 1e-9)
-                    self.on_progress(
-                        {
-                            "table": table,
-                            "key": key,
-                            "rows_done": done + count,
-                            "rows_total": getattr(bar, "total", None),
-                            "last_key": upper,
-                            "rate": round((done + count) / elapsed, 1),
-                            "batch_size": batch_size,
-                            "updated_at": datetime.now(UTC).isoformat(),
-                        }
-                    )
-            return upper, count
-
-        try:
-            while True:
-                upper, count = self.retried(one_batch)
-                if upper is None:
-                    return done
-                done += count
-                after = [upper]
-                if bar is not None:
-                    bar.update(count)
-                if pause:
-                    time.sleep(pause)
-        finally:
-            if bar is not None:
-                bar.close()
-
-    def _progress_bar(
-        self,
-        table: str,
-        q_table: str,
-        where: str,
-        where_params: list[Any],
-        progress: bool | None,
-    ) -> Any:
-        import sys
-
-        if progress is None:
-            progress = sys.stderr.isatty()
-        if not progress:
-            return None
-        from tqdm import tqdm
-
-        total = self.scalar(
-            f"SELECT COUNT(*) FROM {q_table}" + (f" WHERE {where}" if where else ""),
-            where_params,
+        return backfill.batched_update(
+            self,
+            table,
+            set_sql,
+            where,
+            params,
+            key=key,
+            batch_size=batch_size,
+            pause=pause,
+            progress=progress,
+            target_batch_seconds=target_batch_seconds,
+            max_rows_per_second=max_rows_per_second,
         )
-        return tqdm(total=total, unit="rows", desc=f"  {table}", leave=False, file=sys.stderr)
-
-
-class _SqliteRebuild:
-    """Rebuild one SQLite table without a column, keeping everything else."""
-
-    def __init__(self, db: Database, table: str) -> None:
-        self.db = db
-        self.table = table
-
-    def drop_column(self, column: str) -> None:
-        db = self.db
-        in_transaction = db.connection.in_atomic_block
-        if db.scalar("PRAGMA foreign_keys") and in_transaction:
-            raise RuntimeError(
-                "drop_column on SQLite needs foreign keys off before the transaction starts; "
-                "call it from a migration step (tbmigrate turns them off) or outside a transaction"
-            )
-        if in_transaction:
-            self._rebuild(column)
-            return
-        db.execute("PRAGMA foreign_keys = OFF")
-        try:
-            with transaction.atomic(using=db.alias):
-                self._rebuild(column)
-                broken = db.fetchall("PRAGMA foreign_key_check")
-                if broken:
-                    raise RuntimeError(f"drop_column would break foreign keys: {broken[:5]}")
-        finally:
-            db.execute("PRAGMA foreign_keys = ON")
-
-    def _rebuild(self, column: str) -> None:
-        db, table = self.db, self.table
-        row = db.fetchone(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = %s", [table]
-        )
-        if row is None:
-            raise ValueError(f"drop_column: table {table} does not exist")
-        _head, items, tail = _split_create(row[0])
-        kept, dropped = [], False
-        for item in items:
-            first = _first_identifier(item)
-            if first.lower() not in _CONSTRAINT_WORDS and first.lower() == column.lower():
-                dropped = True
-            elif first.lower() in _CONSTRAINT_WORDS and _mentions(item, column):
-                continue  # a table constraint on the dropped column goes with it (as on PostgreSQL)
-            else:
-                kept.append(item)
-        if not dropped:
-            raise ValueError(f"drop_column: table {table} has no column {column}")
-        remaining = [c for c in db.columns(table) if c.lower() != column.lower()]
-        dependents = db.fetchall(
-            "SELECT type, name, sql FROM sqlite_master "
-            "WHERE tbl_name = %s AND type IN ('index', 'trigger') AND sql IS NOT NULL",
-            [table],
-        )
-        for kind, name, sql in dependents:
-            if kind == "trigger" and _mentions(sql, column):
-                raise ValueError(
-                    f"drop_column: trigger {name} uses {table}.{column}; drop the trigger first"
-                )
-        views = [
-            (name, sql)
-            for name, sql in db.fetchall("SELECT name, sql FROM sqlite_master WHERE type = 'view'")
-            if _mentions(sql, table)
-        ]
-        has_sequence = db.fetchone(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'"
-        )
-        seq = (
-            db.scalar("SELECT seq FROM sqlite_sequence WHERE name = %s", [table])
-            if has_sequence
-            else None
-        )
-        temp = f"tbmigrate_rebuild_{table}"
-        cols = ", ".join(db.quote(c) for c in remaining)
-        for name, _ in views:
-            db.execute(f"DROP VIEW {db.quote(name)}")
-        db.execute(f"CREATE TABLE {db.quote(temp)} ({', '.join(kept)}){tail}")
-        db.execute(f"INSERT INTO {db.quote(temp)} ({cols}) SELECT {cols} FROM {db.quote(table)}")
-        db.execute(f"DROP TABLE {db.quote(table)}")
-        db.execute(f"ALTER TABLE {db.quote(temp)} RENAME TO {db.quote(table)}")
-        for kind, _name, sql in dependents:
-            if kind == "index" and _mentions(sql.split("(", 1)[-1], column):
-                continue  # an index on the dropped column goes with it
-            db.execute(sql)
-        if seq is not None:
-            db.execute("UPDATE sqlite_sequence SET seq = %s WHERE name = %s", [seq, table])
-        for _name, sql in views:
-            db.execute(sql)
-
-
-def _split_create(sql: str) -> tuple[str, list[str], str]:
-    """Split ``CREATE TABLE x (a, b, CONSTRAINT ...) opts`` into head, items and tail."""
-    depth, quote, start, items, head_end = 0, "", 0, [], -1
-    for i, char in enumerate(sql):
-        if quote:
-            if char == quote:
-                quote = ""
-            continue
-        if char in "\"'`[":
-            quote = "]" if char == "[" else char
-        elif char == "(":
-            depth += 1
-            if depth == 1:
-                head_end, start = i, i + 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                items.append(sql[start:i].strip())
-                return sql[:head_end], items, sql[i + 1 :]
-        elif char == "," and depth == 1:
-            items.append(sql[start:i].strip())
-            start = i + 1
-    raise ValueError("cannot parse the table definition")
-
-
-def _first_identifier(item: str) -> str:
-    match = _IDENT.match(item)
-    if not match:
-        return ""
-    word = match.group(1)
-    if word[0] in '"[`':
-        word = word[1:-1].replace('""', '"')
-    return word
-
-
-def _mentions(sql: str, name: str) -> bool:
-    pattern = rf'(?<![\w$])["\[`]?{re.escape(name)}["\]`]?(?![\w$])'
-    return re.search(pattern, sql, flags=re.IGNORECASE) is not None

@@ -77,6 +77,15 @@ class RollbackRefused(MigratorError):
         self.details = details  # e.g. the failed validation checks, for the audit event
 
 
+class HazardRefused(MigratorError):
+    """The lock-hazard gate refused a run before its first statement: a statement would
+    stall live traffic on a large table (``validation/hazards.py``)."""
+
+    def __init__(self, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details  # the gate's verdict, for the audit event
+
+
 class LockTimeout(MigratorError):
     """Another process holds the migration lock."""
 
@@ -92,3 +101,9 @@ class BackupFailed(MigratorError):
 class SqlScriptError(ScriptError):
     """SQL that cannot run as written (e.g. BEGIN/COMMIT inside tbmigrate's own
     transaction); the message names the statement and the line where it starts."""
+
+
+class SchemaChangeError(MigratorError):
+    """A ``db`` helper cannot make a schema change as asked (rows that break the new
+    constraint, an index of that name with another definition, ``CONCURRENTLY`` inside
+    a transaction); the message says why and what to do, and nothing was left half-done."""

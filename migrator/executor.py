@@ -57,7 +57,7 @@ from migrator.scripts import Script
 
 logger = logging.getLogger(__name__)
 
-_OWN_TABLES = '"tbmigrate_applied_migration"'  # as Django's ORM quotes it, on both vendors
+OWN_TABLES = '"tbmigrate_applied_migration"'  # as Django's ORM quotes it, on both vendors
 OUTPUT_KEPT = 20_000  # characters of a script's printed output kept in its audit event
 
 
@@ -100,7 +100,7 @@ class _Capture:
         self.count = 0
 
     def __call__(self, execute, sql, params, many, context):
-        if _OWN_TABLES in str(sql):
+        if OWN_TABLES in str(sql):
             # The journal's own writes (batch progress) are not the script's statements.
             return execute(sql, params, many, context)
         self.count += 1
@@ -231,6 +231,8 @@ class Executor:
         self._outer = False
         self._deferred: list[tuple[Any, ...]] = []
         self._wrappers: list[Any] = []
+        # Facts a caller adds to a step's audit event, by version (the hazards it accepted).
+        self.step_notes: dict[str, dict[str, Any]] = {}
 
     # -- public steps ------------------------------------------------------------------
     def apply(self, script: Script) -> StepResult:
@@ -597,6 +599,7 @@ class Executor:
             "checksum": script.checksum,
             "statement_count": capture.count,
             **capture.facts(),
+            **self.step_notes.get(str(script.version), {}),
         }
         if output.size:
             details["output"] = output.text
@@ -651,6 +654,11 @@ class Executor:
             limits = capture.limits
             first, last = limits.lock_timeout_at(1) or 0, limits.lock_timeout_at(tries) or 0
             waits = f"{first:g} s" + (f", growing to {last:g} s" if last != first else "")
+            if capture.waits.patient_seconds:
+                waits += (
+                    f"; {capture.waits.patient_seconds:g} s, PG_LOCK_RETRY_BUDGET, for a "
+                    "statement whose lock blocks no reader or writer while it waits"
+                )
             waited = sum(capture.waits.waits_ms) / 1000
             left = "".join(
                 f"; it left the INVALID index {name}, which could not be dropped while "

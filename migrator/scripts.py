@@ -350,6 +350,15 @@ def script_options(attrs: Mapping[str, Any], where: Any) -> dict[str, Any]:
             f"{where}: `hazards_accepted` must map each hazard to its reason, e.g. "
             '{"rewrite": "the table is tiny"}'
         )
+    if accepted:
+        from migrator.validation.hazards import HAZARD_IDS
+
+        unknown = sorted(set(accepted) - set(HAZARD_IDS))
+        if unknown:
+            raise ScriptError(
+                f"{where}: `hazards_accepted` names no hazard {', '.join(map(repr, unknown))} "
+                f"(the hazards are {', '.join(HAZARD_IDS)})"
+            )
     options["hazards_accepted"] = dict(accepted)
     return options
 

@@ -96,3 +96,20 @@ def shielded() -> Iterator[None]:
 
 def clear() -> None:
     _received.clear()
+
+
+def as_container_init() -> None:
+    """As PID 1 (a container's only process: ``docker run``, a Kubernetes Job's pod),
+    the kernel ignores a signal that has no handler, so ``docker stop`` and a pod's
+    deletion would wait out their grace period and then SIGKILL a run holding the
+    lock.  There SIGTERM gets a handler outside ``handled()`` too: the command ends
+    with 143, as it would anywhere else."""
+    import os
+
+    if os.getpid() != 1 or threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    signal.signal(signal.SIGTERM, stop)

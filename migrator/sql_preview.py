@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from migrator import history, redact, targets
 from migrator.errors import MigrationFailed
-from migrator.executor import Executor
+from migrator.executor import OWN_TABLES, Executor
 from migrator.scripts import Script
 from migrator.validation.scratch import scratch_database
 
@@ -100,7 +100,10 @@ def preview(
 def _capturing(func: Callable[[Any], Any], sink: list[Captured]) -> Callable[[Any], Any]:
     def run(db: Any) -> Any:
         def capture(execute, sql, params, many, context):
-            sink.append(Captured(str(sql), _shown_params(str(sql), params, many)))
+            # tbmigrate's own writes inside a step (a batched_update's progress in its
+            # journal row) are not the script's statements, as in the audit event.
+            if OWN_TABLES not in str(sql):
+                sink.append(Captured(str(sql), shown_params(str(sql), params, many)))
             return execute(sql, params, many, context)
 
         with db.connection.execute_wrapper(capture):
@@ -109,7 +112,8 @@ def _capturing(func: Callable[[Any], Any], sink: list[Captured]) -> Callable[[An
     return run
 
 
-def _shown_params(sql: str, params: Any, many: bool) -> Any:
+def shown_params(sql: str, params: Any, many: bool) -> Any:
+    """Parameters as a preview shows them: plain values, secrets masked."""
     if not params:
         return None
     if many:

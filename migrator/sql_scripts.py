@@ -16,7 +16,9 @@ of) the generic files: ``….postgresql.up.sql``, ``….sqlite.up.sql`` (or
 Comment lines at the top of a file may set what a Python script sets with module
 variables: ``-- tbmigrate: atomic=false`` (run without a transaction, e.g. ``CREATE
 INDEX CONCURRENTLY``), ``phase=contract``, ``lock_timeout=5s``, ``lock_retries=3``,
-``description="…"``.  Otherwise the description is the first plain comment line there.
+``description="…"``, and ``accept.HAZARD="reason"`` (a lock hazard the script accepts, as
+a Python script's ``hazards_accepted``).  Otherwise the description is the first plain
+comment line there.
 
 The checksum is the file's SHA-256 (line endings ignored), as for a Python script;
 for several files (a pair, variants) the SHA-256 of each file's name ending and
@@ -46,6 +48,7 @@ SQL_FILE_NAME = re.compile(
 _SECTION = re.compile(r"^--\s*migrate:(?P<role>up|down)\b(?P<options>.*)$")
 _MARKER = re.compile(r"^--\s*tbmigrate:(?P<options>.*)$")
 MARKER_KEYS = ("atomic", "phase", "lock_timeout", "lock_retries", "description")
+ACCEPT = "accept."  # -- tbmigrate: accept.rewrite="the table is read at night only"
 
 
 @dataclass(frozen=True)
@@ -325,10 +328,18 @@ def _header(path: Path, lines: Sequence[str]) -> tuple[dict[str, Any], list[str]
             raise ScriptError(f"{where}: {exc} in `-- tbmigrate:`") from None
         for pair in pairs:
             key, sep, value = pair.partition("=")
+            if sep and key.startswith(ACCEPT):
+                if not value.strip():
+                    raise ScriptError(
+                        f'{where}: {key} needs its reason: {key}="why it is safe here"'
+                    )
+                markers.setdefault("hazards_accepted", {})[key[len(ACCEPT) :]] = value
+                continue
             if not sep or key not in MARKER_KEYS:
                 raise ScriptError(
                     f"{where}: '{pair}' is not a setting; write "
-                    f"-- tbmigrate: KEY=VALUE with KEY one of {', '.join(MARKER_KEYS)}"
+                    f"-- tbmigrate: KEY=VALUE with KEY one of {', '.join(MARKER_KEYS)}, "
+                    f'or {ACCEPT}HAZARD="reason"'
                 )
             try:
                 markers[key] = _marker_value(key, value, parse_seconds)

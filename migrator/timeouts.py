@@ -151,6 +151,8 @@ class LockWaits:
     attempts: int = 1
     waits_ms: list[float] = field(default_factory=list)  # each wait that timed out
     blockers: dict[int, dict[str, Any]] = field(default_factory=dict)  # by server pid
+    # Seconds a patient statement (one whose lock blocks nobody while it waits) may wait.
+    patient_seconds: float | None = None
 
     def saw(self, blockers: list[dict[str, Any]]) -> None:
         for blocker in blockers:

@@ -54,8 +54,10 @@ def held_run(
     header: str = "",
     args: tuple[str, ...] = (),
     wait_for_marker: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[HeldRun]:
-    """Start ``tbmigrate run`` with a step that holds until released; yield once it holds."""
+    """Start ``tbmigrate run`` with a step that holds until released; yield once it holds
+    (``env``: more environment for the run)."""
     marker, gate = tmp / f"{version}.holding", tmp / f"{version}.gate"
     write_script(
         scripts,
@@ -69,7 +71,7 @@ def held_run(
     process = subprocess.Popen(
         [sys.executable, str(PROJECT / "manage.py"), "tbmigrate", "run", "--no-input", *args],
         cwd=PROJECT,
-        env={**cli_env(database, scripts), "PYTHONUNBUFFERED": "1"},
+        env={**cli_env(database, scripts), "PYTHONUNBUFFERED": "1", **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

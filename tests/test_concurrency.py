@@ -396,3 +396,53 @@ def test_a_terminated_session_whose_database_stays_unreachable_says_so(make_data
     (event,) = [e for e in history.events(target.alias) if e["action"] == "apply"]
     assert event["outcome"] == "failure" and event["details"]["spooled"] is True
     assert "connection" in event["error"].lower() or "terminat" in event["error"].lower()
+
+
+def test_as_a_containers_pid_1_sigterm_still_ends_the_run(target, tmp_path):
+    """In a container tbmigrate is PID 1, and the kernel ignores a signal PID 1 has no
+    handler for: `docker stop` would wait, then SIGKILL.  A run waiting for the lock
+    (outside any step) in a PID namespace of its own ends on SIGTERM with 143."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    ready, release = tmp_path / "in-the-slow-step", tmp_path / "release"
+    ledger_scripts(scripts, target.vendor, ready, slow_seconds=60, release=release)
+    first = start("run", database=target, scripts=scripts)
+    try:
+        wait_for(ready, first)
+        namespaced = subprocess.Popen(
+            [
+                *("unshare", "--pid", "--fork", "--mount-proc", sys.executable),
+                *(str(PROJECT / "manage.py"), "tbmigrate", "run", "--lock-timeout", "60"),
+            ],
+            cwd=PROJECT,
+            env=cli_env(target, scripts),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        children = Path(f"/proc/{namespaced.pid}/task/{namespaced.pid}/children")
+        deadline = time.monotonic() + 30
+        while not children.read_text().split():
+            assert time.monotonic() < deadline and namespaced.poll() is None
+            time.sleep(0.02)
+        init = int(children.read_text().split()[0])  # PID 1 inside its namespace
+        (nspid,) = [
+            line
+            for line in Path(f"/proc/{init}/status").read_text().splitlines()
+            if line.startswith("NSpid:")
+        ]
+        assert nspid.split()[-1] == "1", nspid  # PID 1 in its own namespace
+        # Wait until it waits for the lock (it says so), then stop it as docker would.
+        assert namespaced.stdout is not None
+        for line in namespaced.stdout:
+            if "waiting for the migration lock" in line:
+                break
+        os.kill(init, signal.SIGTERM)
+        code, _out, err = finish(namespaced, timeout=20)
+        assert code == 143, err
+        assert "interrupted by SIGTERM before any step ran or between steps" in err
+    finally:
+        release.touch()
+        assert finish(first)[0] == 0
+    assert sorted(r[0] for r in rows(target, "SELECT version FROM ledger")) == ["1.0.1", "1.0.2"]

@@ -82,3 +82,27 @@ def test_a_step_that_fails_on_the_scratch_database_shows_its_error(target, scrip
     assert result.code == 1
     assert "CREATE TABLE ok" in result.out and "-- FAILED on the scratch database" in result.out
     assert "statement 2, line 2" in result.err
+
+
+def test_a_backfills_own_progress_writes_are_not_its_statements(target, scripts_dir):
+    """A non-atomic batched_update records its progress in its journal row, in each
+    batch's transaction: tbmigrate's write, not the script's, so not in its SQL."""
+    write_script(
+        scripts_dir,
+        "1.0.0",
+        "fills",
+        up='db.execute("CREATE TABLE fills (id INTEGER PRIMARY KEY, cents INTEGER)")\n'
+        'db.execute("INSERT INTO fills (id) VALUES (1), (2), (3)")',
+    )
+    write_script(
+        scripts_dir,
+        "1.0.1",
+        "backfill",
+        atomic=False,
+        up='db.batched_update("fills", "cents = 100", "cents IS NULL", batch_size=1, '
+        "progress=False)",
+    )
+    result = tbmigrate("sql", "1.0.1", database=target)
+    assert result.code == 0, result.err
+    assert result.out.count("UPDATE ") == 3  # three batches of one row
+    assert "tbmigrate_" not in result.out

@@ -188,9 +188,10 @@ def test_timeout_flags_are_checked_and_do_nothing_on_sqlite(target, tmp_path):
     assert [s["sql"] for s in statements][-1].startswith("CREATE TABLE a1")
 
 
-def release_after_waits(target, blocker, waits: int = 2) -> threading.Thread:
+def release_after_waits(target, blocker, waits: int = 2, after: float = 0.0) -> threading.Thread:
     """A thread that commits ``blocker`` once tbmigrate's session has started waiting
-    for a lock ``waits`` times (each retry's wait is a new query_start)."""
+    for a lock ``waits`` times (each retry's wait is a new query_start), ``after``
+    seconds later."""
 
     def run() -> None:
         seen: set[object] = set()
@@ -206,6 +207,7 @@ def release_after_waits(target, blocker, waits: int = 2) -> threading.Thread:
                 if len(seen) >= waits:
                     break
                 threading.Event().wait(0.02)
+        threading.Event().wait(after)
         blocker.commit()
 
     thread = threading.Thread(target=run)
@@ -328,6 +330,9 @@ def hold_a_snapshot(target) -> psycopg.Connection:
 
 
 def test_a_concurrent_index_that_gives_up_leaves_nothing_invalid(trades):
+    """CREATE INDEX CONCURRENTLY blocks nobody while it waits, so it waits patiently, as
+    long as the step's retry budget (here 1 s); when it gives up all the same, the INVALID
+    index it built is dropped."""
     target, scripts = trades
     next(scripts.glob("*-1.0.1-add-fee.py")).unlink()
     write_script(scripts, "1.0.1", "index-price", atomic=False, up=CONCURRENT_INDEX)
@@ -337,21 +342,19 @@ def test_a_concurrent_index_that_gives_up_leaves_nothing_invalid(trades):
             "run",
             "--pg-lock-timeout",
             "0.2",
-            "--pg-lock-retries",
-            "2",
-            "--pg-lock-retry-pause",
-            "0.05",
             database=target,
             scripts=scripts,
+            env={"TBMIGRATE_PG_LOCK_RETRY_BUDGET": "1"},
         )
         reader_pid = reader.info.backend_pid
     finally:
         reader.close()
     assert result.returncode == 1
-    assert "reached 3 time(s)" in result.stderr
+    assert "gave up waiting for a lock" in result.stderr
+    assert "1.0 s of waiting" in result.stderr  # the budget, not the 0.2 s short wait
     assert f"blocked by server process {reader_pid} (application 'report-reader'" in (result.stderr)
     assert "INVALID" not in result.stderr
-    assert invalid_indexes(target) == []  # each failed attempt's INVALID index dropped
+    assert invalid_indexes(target) == []  # the failed build's INVALID index dropped
     assert rows(target, "SELECT 1 FROM pg_class WHERE relname = 'trades_price'") == []
     assert [(str(r.version), r.status) for r in history.load(target.alias)][-1] == (
         "1.0.1",
@@ -387,30 +390,24 @@ def test_an_invalid_index_that_cannot_be_dropped_is_named(trades):
     assert invalid_indexes(target) == [("trades_price",)]
 
 
-def test_a_concurrent_index_retried_past_a_writer_is_valid(trades):
+def test_a_concurrent_index_waits_for_a_writer_patiently_and_is_valid(trades):
+    """Behind a writer's open transaction the index waits (blocking nobody) instead of
+    giving up after the short lock wait and building again."""
     target, scripts = trades
     next(scripts.glob("*-1.0.1-add-fee.py")).unlink()
     write_script(scripts, "1.0.1", "index-price", atomic=False, up=CONCURRENT_INDEX)
     writer = hold_a_write(target)
-    releaser = release_after_waits(target, writer)
+    releaser = release_after_waits(target, writer, waits=1, after=1.0)  # > 0.5 s, the cap
     try:
-        result = cli(
-            "run",
-            "--pg-lock-timeout",
-            "0.2",
-            "--pg-lock-retry-pause",
-            "0.05",
-            database=target,
-            scripts=scripts,
-        )
+        result = cli("run", "--pg-lock-timeout", "0.2", database=target, scripts=scripts)
     finally:
         releaser.join()
         writer.close()
     assert result.returncode == 0, result.stderr
-    assert "retry 1 of 30" in result.stdout
+    assert "retry" not in result.stdout
     assert invalid_indexes(target) == []
     assert rows(target, "SELECT 1 FROM pg_class WHERE relname = 'trades_price'") == [(1,)]
-    assert apply_event(target, "1.0.1")["details"]["lock_retries"] >= 1
+    assert apply_event(target, "1.0.1")["details"]["attempts"] == 1
 
 
 def test_a_script_and_a_database_set_their_own_lock_waits(trades, settings):

@@ -22,7 +22,7 @@ def test_a_pending_migration_passes_every_check_and_changes_nothing(up_to_1_0_3)
     assert result.code == 0, result.out + result.err
     found = {c[1]: c for c in checks(result)}
     expected = ["connectivity", "scripts", "target", "order", "disk_space", "migration_lock"]
-    expected += ["locks", "dry_run"]
+    expected += ["locks", "dry_run", "hazards", "expand_contract"]
     if up_to_1_0_3.vendor == "postgresql":
         expected += ["connections", "lint"]
     assert set(found) == set(expected)

@@ -51,11 +51,15 @@ class Output:
             self.stdout.flush()
 
     def note(self, text: str) -> None:
-        """A message for the human even under --json (it goes to stderr there)."""
+        """A message for the human even under --json (it goes to stderr there); shown at
+        once, also in a CI log (a pipe, which Python buffers): waiting for the lock, a
+        retry, a resume."""
         if self.json:
             self.stderr.write(text)
+            self.stderr.flush()
         elif self.verbosity >= 1:
             self.stdout.write(text)
+            self.stdout.flush()
 
     def summary(self, text: str) -> None:
         """The last stdout line of a command in text mode: what happened, in one line."""

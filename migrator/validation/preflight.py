@@ -22,7 +22,7 @@ from migrator import conf, history, locking, planner, scripts, targets
 from migrator.errors import ScriptError, UsageError
 from migrator.planner import MigrationState
 from migrator.scripts import Script
-from migrator.validation import common
+from migrator.validation import common, hazards, phases
 from migrator.validation.base import FAIL, CheckResult, Report, failed, passed, warned
 from migrator.validation.dryrun import LOCK_MODES, DryRun, dry_run
 from migrator.validation.lint import lint
@@ -92,7 +92,23 @@ def validate_migration(alias: str, scripts_dir: Path, version_text: str) -> Repo
         report.add(dry)
         if connection.vendor == "postgresql" and run is not None and run.statements:
             report.add(lint(_by_step(connection, run, steps), _pg_version(connection)))
+        report.add(common.guarded("hazards", lambda: _hazards(alias, states, steps)))
     return report
+
+
+def _hazards(alias: str, states: list[MigrationState], steps: list[Script]) -> list[CheckResult]:
+    """The lock-hazard gate's verdict, the one ``run --to VERSION`` reaches
+    (``hazards.py``), and the expand/contract check (``phases.py``), from one rehearsal
+    of the steps on a scratch database when either needs one."""
+    applied = [s.script for s in states if s.is_applied and s.script is not None]
+    track = phases.worth_checking(steps)
+    verdict = hazards.assess(alias, steps, lambda: applied, track=track)
+    results = verdict.checks()
+    if track:
+        results.append(phases.check(verdict.rehearsal, verdict.unseen))
+    else:
+        results.append(phases.check(None))
+    return results
 
 
 def parse_version(text: str, what: str) -> Version:

@@ -28,7 +28,7 @@ from django.core.management.base import (
 )
 
 import migrator
-from migrator import cli, redact
+from migrator import cli, redact, signals
 from migrator.cli.render import Output, error_document
 from migrator.errors import MigratorError
 
@@ -83,6 +83,7 @@ class Command(BaseCommand):
     def run_from_argv(self, argv: list[str]) -> None:
         """As Django's, but a ``--traceback`` traceback is scrubbed of passwords (its chained
         exceptions may quote a URL) and keeps the exit code (2 for bad usage)."""
+        signals.as_container_init()
         try:
             super().run_from_argv(argv)
         except Exception as exc:  # only with --traceback: Django exits itself otherwise
