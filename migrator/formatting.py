@@ -81,6 +81,15 @@ def count(value: float | None) -> str:
     return "" if value is None else f"{round(value):,}"
 
 
+def size(n: float) -> str:
+    """Bytes as people read them: ``512 B``, ``1.5 KB``, ``3.2 GB``."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
 def rate(rows_per_second: float | None) -> str:
     """``8,500 rows/s``; "" for ``None``."""
     return "" if rows_per_second is None else f"{count(rows_per_second)} rows/s"

@@ -85,3 +85,15 @@ def test_the_admin_and_the_library_modules_import_neither_the_cli_nor_the_projec
             )
             for name in names:
                 assert not name.startswith(("migrator.cli", "tradingbot_site")), (path, name)
+
+
+def test_sizes_read_as_people_read_them():
+    from migrator.formatting import size
+
+    assert [size(n) for n in (0, 512, 1536, 5 * 1024**3, 3 * 1024**4)] == [
+        "0 B",
+        "512 B",
+        "1.5 KB",
+        "5.0 GB",
+        "3.0 TB",
+    ]

@@ -41,7 +41,7 @@ from typing import Any
 
 from django.db import connections
 
-from migrator import conf, redact, targets
+from migrator import conf, formatting, redact, targets
 from migrator.errors import DatabaseUnavailable, HazardRefused, MigrationFailed
 from migrator.scripts import Script
 from migrator.validation import statements
@@ -151,7 +151,7 @@ class TableSize:
     @property
     def size(self) -> str:
         text = f"~{self.rows:,} rows"
-        return text + (f", {_bytes(self.bytes)}" if self.bytes else "")
+        return text + (f", {formatting.size(self.bytes)}" if self.bytes else "")
 
 
 def large_tables(alias: str, threshold: int) -> dict[TableKey, TableSize]:
@@ -698,11 +698,3 @@ def _short(sql: str, limit: int = 80) -> str:
     if redact.looks_secret(text):
         text = " ".join(text.split()[:3]) + " …"
     return text if len(text) <= limit else text[: limit - 2] + " …"
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover

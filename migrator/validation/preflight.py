@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 
-from migrator import conf, history, locking, planner, scripts, targets
+from migrator import conf, formatting, history, locking, planner, scripts, targets
 from migrator.errors import ScriptError, UsageError
 from migrator.planner import MigrationState
 from migrator.scripts import Script
@@ -275,7 +275,7 @@ def disk_space(alias: str, touched: list[str]) -> CheckResult:
             if p.exists()
         )
         free = shutil.disk_usage(path.parent).free
-        return _judge(free, size, f"the database file is {_bytes(size)}", str(path.parent))
+        return _judge(free, size, f"the database file is {formatting.size(size)}", str(path.parent))
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_database_size(current_database())")
         db_size = int(cursor.fetchone()[0])
@@ -290,8 +290,8 @@ def disk_space(alias: str, touched: list[str]) -> CheckResult:
                 need += int(cursor.fetchone()[0] or 0)
         except DatabaseError:  # locked by another session (see locks): size it as unknown
             unknown.append(table)
-    what = f"the database is {_bytes(db_size)}" + (
-        f", the touched tables {_bytes(need)}" if touched else ""
+    what = f"the database is {formatting.size(db_size)}" + (
+        f", the touched tables {formatting.size(need)}" if touched else ""
     )
     if unknown:
         what += f" ({', '.join(unknown)} not sized: locked)"
@@ -331,7 +331,7 @@ def _judge(free: int, need: int, what: str, where: str, db_size: int | None = No
     details = {"free_bytes": free, "needed_bytes": need, "where": where}
     if db_size is not None:
         details["database_bytes"] = db_size
-    text = f"{_bytes(free)} free in {where}; {what}"
+    text = f"{formatting.size(free)} free in {where}; {what}"
     if free < need:
         return failed(
             "disk_space",
@@ -341,14 +341,6 @@ def _judge(free: int, need: int, what: str, where: str, db_size: int | None = No
     if free < 2 * need:
         return warned("disk_space", text + "; little room left after a table rewrite", details)
     return passed("disk_space", text, details)
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
 
 
 # -- who else is there -----------------------------------------------------------------
