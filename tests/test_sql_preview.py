@@ -106,3 +106,33 @@ def test_a_backfills_own_progress_writes_are_not_its_statements(target, scripts_
     assert result.code == 0, result.err
     assert result.out.count("UPDATE ") == 3  # three batches of one row
     assert "tbmigrate_" not in result.out
+
+
+def test_tbmigrates_own_session_settings_are_not_a_steps_statements(target, scripts_dir):
+    """A patient CREATE INDEX CONCURRENTLY raises the session's lock wait and puts it back:
+    tbmigrate's doing, not the script's, so neither its SQL nor its audit event shows it."""
+    write_script(
+        scripts_dir,
+        "1.0.0",
+        "fills",
+        up='db.execute("CREATE TABLE fills (id INTEGER PRIMARY KEY, cents INTEGER)")',
+    )
+    write_script(
+        scripts_dir,
+        "1.0.1",
+        "index",
+        atomic=False,
+        up='db.create_index("fills", ["cents"], concurrently=True)',
+    )
+    preview = tbmigrate("sql", "1.0.1", database=target)
+    assert preview.code == 0, preview.err
+    assert "CREATE INDEX" in preview.out and "SET " not in preview.out
+    assert tbmigrate("run", database=target).code == 0
+    from migrator import history
+
+    (event,) = [
+        e
+        for e in history.events(target.alias)
+        if e["action"] == "apply" and e["version"] == "1.0.1" and e["outcome"] == "success"
+    ]
+    assert [s["sql"].split()[0] for s in event["statements"]] == ["CREATE"]

@@ -77,7 +77,9 @@ class PostgreSQL(Vendor):
         changes = {name: value for name, value in wanted.items() if self._set.get(name) != value}
         if not changes:
             return
-        with self.connection.cursor() as cursor:
+        # On the driver's own cursor: tbmigrate's session settings are not the script's
+        # statements (the audit event, `tbmigrate sql` and the gate see past them).
+        with self.connection.wrap_database_errors, self.connection.connection.cursor() as cursor:
             cursor.execute("; ".join(f"SET {name} = '{value}'" for name, value in changes.items()))
         self._set.update(changes)
 
