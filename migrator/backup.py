@@ -19,6 +19,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -140,7 +141,9 @@ def _sqlite_backup(alias: str, path: Path) -> None:
         source.close()
 
 
-def _pg_dump(alias: str, path: Path) -> None:
+def _libpq(alias: str) -> tuple[str, dict[str, str]]:
+    """``alias``'s connection string for a libpq client tool, and the environment to run
+    it in: the password in ``PGPASSWORD``, never on the command line."""
     from psycopg.conninfo import make_conninfo
 
     params = connections[alias].get_connection_params()
@@ -154,20 +157,98 @@ def _pg_dump(alias: str, path: Path) -> None:
     env.pop("PGPASSWORD", None)
     if password:
         env["PGPASSWORD"] = str(password)
+    return make_conninfo("", **libpq), env
+
+
+def _first_error(completed: subprocess.CompletedProcess[str]) -> str:
+    """The first line a client tool printed on failure, passwords masked."""
+    lines = [line for line in redact.scrub(completed.stderr).splitlines() if line.strip()]
+    return lines[0] if lines else f"exit status {completed.returncode}"
+
+
+def _pg_dump(alias: str, path: Path) -> None:
+    dsn, env = _libpq(alias)
     command = [
         str(pg_dump_path()),
         "--format=custom",
         "--no-password",  # never prompt: a backup in CI must fail, not hang
         f"--file={path}",
-        f"--dbname={make_conninfo('', **libpq)}",
+        f"--dbname={dsn}",
     ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
-        lines = [line for line in redact.scrub(completed.stderr).splitlines() if line.strip()]
-        detail = lines[0] if lines else f"exit status {completed.returncode}"
         raise BackupFailed(
-            f"pg_dump could not back up {targets.describe(alias)}: {detail}; nothing was run"
+            f"pg_dump could not back up {targets.describe(alias)}: {_first_error(completed)}; "
+            "nothing was run"
         )
+
+
+def pg_restore_path() -> str | None:
+    """``pg_restore`` beside the configured ``pg_dump`` (same version), else on PATH."""
+    dump = pg_dump_path()
+    if dump:
+        sibling = Path(dump).with_name("pg_restore")
+        if os.access(sibling, os.X_OK):
+            return str(sibling)
+    return shutil.which("pg_restore")
+
+
+def copy_schema(source: str, target: str, exclude: tuple[str, ...] = ()) -> None:
+    """Copy ``source``'s schema, no rows, into the empty PostgreSQL database ``target``.
+
+    ``pg_dump --schema-only`` (tables ``exclude`` left out) restored with
+    ``pg_restore --single-transaction --exit-on-error``, owners and grants left out
+    (the copy belongs to the user making it).  Read-only on ``source``: pg_dump takes
+    ACCESS SHARE locks, which wait for no reader or writer.  Raises ``BackupFailed``
+    with pg_dump's or pg_restore's first error line (a missing tool, a server newer
+    than the client, an extension the user may not create)."""
+    dump, restore = pg_dump_path(), pg_restore_path()
+    if dump is None or restore is None:
+        raise BackupFailed(
+            f"{conf.get('PG_DUMP') if dump is None else 'pg_restore'} is not installed "
+            "(install the PostgreSQL client tools)"
+        )
+    source_dsn, source_env = _libpq(source)
+    target_dsn, target_env = _libpq(target)
+    with tempfile.TemporaryDirectory(prefix="tbmigrate-schema-") as folder:
+        path = Path(folder) / "schema.dump"
+        dumped = subprocess.run(
+            [
+                dump,
+                "--schema-only",
+                "--format=custom",
+                "--no-password",
+                # a lock that waits (an ALTER queued on a table) fails fast, not stalls
+                "--lock-wait-timeout=5s",
+                *(f"--exclude-table={name}" for name in exclude),
+                f"--file={path}",
+                f"--dbname={source_dsn}",
+            ],
+            env=source_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if dumped.returncode != 0:
+            raise BackupFailed(f"pg_dump: {_first_error(dumped)}")
+        restored = subprocess.run(
+            [
+                restore,
+                "--single-transaction",
+                "--exit-on-error",
+                "--no-owner",
+                "--no-privileges",
+                "--no-password",
+                f"--dbname={target_dsn}",
+                str(path),
+            ],
+            env=target_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if restored.returncode != 0:
+            raise BackupFailed(f"pg_restore: {_first_error(restored)}")
 
 
 def _audit(alias: str, outcome: str, **kwargs: object) -> None:

@@ -530,7 +530,7 @@ def test_a_dry_run_says_what_the_run_would_refuse(big, scripts_dir):
     assert not [e for e in events(big) if e.outcome == "refused"]  # a dry run writes nothing
 
 
-def test_a_step_that_fails_on_the_empty_scratch_database_is_said_and_not_refused(big, scripts_dir):
+def test_a_step_that_fails_on_the_scratch_copy_is_said_and_not_refused(big, scripts_dir):
     """A data migration that needs rows the scratch copy does not have: the gate judges
     the statements it saw, says it could not see the rest, and the run goes on."""
     step(
@@ -544,12 +544,92 @@ def test_a_step_that_fails_on_the_empty_scratch_database_is_said_and_not_refused
     assert result.code == 0, result.err
     assert rows(big, "SELECT status FROM orders WHERE id = 5") == [("fixed",)]
     if big.vendor == "postgresql":
-        assert "note: 1.0.1 fix-one failed on the empty scratch database after 1 statement(s)" in (
-            result.out
-        )
+        assert (
+            "note: 1.0.1 fix-one failed on the scratch database (a copy of the live schema, "
+            "no rows) after 1 statement(s)"
+        ) in result.out
         assert "TypeError" in result.out
         run = next(e for e in events(big) if e.outcome == "success")
         assert run.details["hazards"]["not_checked"]
+
+
+# -- the live schema, not the scripts' --------------------------------------------------------
+@pytest.fixture
+def adopted(target: TestDatabase, scripts_dir, settings):
+    """A database tbmigrate adopted: ``trades`` (3,000 rows) was made by hand, no script
+    knows it; the applied script 1.0.0 adds a column to it, so replaying the scripts on
+    an empty database fails."""
+    settings.TBMIGRATE_HAZARD_TABLE_ROWS = THRESHOLD
+    with connections[target.alias].cursor() as cursor:
+        cursor.execute("CREATE TABLE trades (id BIGINT PRIMARY KEY, qty INTEGER)")
+    fill(target, "trades", ROWS, "id, qty", "i, i %% 7")
+    step(scripts_dir, "1.0.0", "fee", 'db.execute("ALTER TABLE trades ADD COLUMN fee NUMERIC")')
+    done = tbmigrate("run", database=target)
+    assert done.code == 0, done.err
+    return target
+
+
+def test_an_adopted_table_is_rehearsed_from_the_live_schema(adopted, scripts_dir):
+    """The pending steps meet the live tables on the scratch copy, also one no script
+    made: a blocking index on it is refused (a replay of the scripts would not even
+    build), the CONCURRENTLY form passes and runs, nothing is left unchecked."""
+    step(scripts_dir, "1.0.1", "qty-index", 'db.execute("CREATE INDEX trades_qty ON trades (qty)")')
+    before = state(adopted)
+    refused = tbmigrate("run", database=adopted)
+    if adopted.vendor == "sqlite":
+        assert refused.code == 0, refused.err  # no gate on SQLite
+        return
+    assert refused.code == 1, refused.out
+    message = refused.err.strip().splitlines()[-1]
+    assert "1.0.1 qty-index, statement 1" in message and "[blocking-index]" in message
+    assert f"~{ROWS:,} rows" in message
+    assert state(adopted) == before
+    next(p for p in scripts_dir.iterdir() if "qty-index" in p.name).unlink()
+    step(
+        scripts_dir,
+        "1.0.1",
+        "qty-index-concurrently",
+        'db.execute("CREATE INDEX CONCURRENTLY trades_qty ON trades (qty)")',
+        atomic=False,
+    )
+    done = tbmigrate("run", database=adopted)
+    assert done.code == 0, done.err
+    assert "note:" not in done.out
+    run = next(e for e in events(adopted) if e.outcome == "success" and "hazards" in e.details)
+    assert "not_checked" not in run.details.get("hazards", {})
+    assert "unseen" not in run.details.get("hazards", {})
+    assert rows(adopted, "SELECT count(*) FROM pg_indexes WHERE indexname = 'trades_qty'") == [(1,)]
+
+
+def test_without_pg_dump_the_scripts_are_replayed_and_the_gate_says_it_is_blind(
+    adopted, scripts_dir, settings
+):
+    """No pg_dump: the gate falls back to replaying the applied scripts, which cannot
+    build the adopted table; with a large table it refuses (fails closed), saying why
+    and that the live schema could not be copied."""
+    settings.TBMIGRATE_PG_DUMP = "/nonexistent/pg_dump"
+    concurrently = " CONCURRENTLY" if adopted.vendor == "postgresql" else ""
+    step(
+        scripts_dir,
+        "1.0.1",
+        "qty-index",
+        f'db.execute("CREATE INDEX{concurrently} trades_qty ON trades (qty)")',
+        atomic=False,
+    )
+    before = state(adopted)
+    blind = tbmigrate("run", database=adopted)
+    if adopted.vendor == "sqlite":
+        assert blind.code == 0, blind.err  # no gate on SQLite: nothing copied or replayed
+        return
+    assert blind.code == 1, blind.out
+    message = blind.err.strip().splitlines()[-1]
+    assert "the lock-hazard gate must see what the pending steps run" in message
+    assert "replaying the applied migrations" in message and "1.0.0" in message
+    assert 'relation "trades" does not exist' in message
+    assert state(adopted) == before
+    settings.TBMIGRATE_PG_DUMP = "pg_dump"
+    done = tbmigrate("run", database=adopted)
+    assert done.code == 0, done.err
 
 
 # -- expand and contract ---------------------------------------------------------------------

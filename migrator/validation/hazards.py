@@ -11,9 +11,10 @@ of the table it works through: ``CREATE INDEX`` on 200 rows takes a millisecond,
    or the live-tuple count of the statistics when that is higher, e.g. a table loaded
    since its last ``ANALYZE``; no table is read or locked).  No such table: nothing can
    stall for long, the gate is done, no scratch database is made.
-2. Otherwise the pending steps are **rehearsed on a scratch database**
-   (``rehearsal.py``): what they send, and what PostgreSQL did at each statement
-   (locks held, rewrites, ``SET NOT NULL`` proved by a validated ``CHECK``).
+2. Otherwise the pending steps are **rehearsed on a scratch database** holding a
+   copy of the live schema, no rows (``rehearsal.py``): what they send, and what
+   PostgreSQL did at each statement (locks held, rewrites, ``SET NOT NULL`` proved by
+   a validated ``CHECK``).
 3. Each statement on a large table is judged by the rules below (``HAZARDS``).  A
    script accepts a hazard with its reason (``hazards_accepted = {"rewrite": "the
    column is unused, the table is read at night"}``, SQL: ``-- tbmigrate:
@@ -410,14 +411,21 @@ def assess(
     if not (verdict.large or (track and steps)):
         return verdict
     try:
-        verdict.rehearsal = rehearse(alias, before(), steps, track=track)
+        verdict.rehearsal = rehearse(alias, before, steps, track=track)
     except (DatabaseUnavailable, MigrationFailed) as exc:
         verdict.unseen = str(exc)
         return verdict
     if verdict.large:
         verdict.findings = judge(verdict.rehearsal, verdict.large)
+        copy_failed = verdict.rehearsal.copy_failed
+        where = (
+            f"a replay of the scripts (the live schema could not be copied: "
+            f"{_short(copy_failed, 120)})"
+            if copy_failed
+            else "a copy of the live schema"
+        )
         verdict.partial = [
-            f"{step.script.label} failed on the empty scratch database after "
+            f"{step.script.label} failed on the scratch database ({where}, no rows) after "
             f"{len(step.statements)} statement(s) ({_short(step.error, 160)})"
             for step in verdict.rehearsal.steps
             if step.error

@@ -2,10 +2,12 @@
 
 The lock-hazard gate (``hazards.py``) must know what the pending steps will run and
 what each statement does to the tables it touches, without running anything on the
-live database (a dry run there would take the live locks).  So, as ``tbmigrate sql``
-does (``sql_preview.py``), the applied scripts are replayed with the executor ``run``
-uses on a throw-away database of the same server (``scratch.scratch_database``), and
-then the pending steps are applied there, every statement captured.  Around each
+live database (a dry run there would take the live locks).  So a throw-away database
+is made on the same server (``scratch.scratch_database``), the live schema is copied
+into it without rows (``pg_dump --schema-only | pg_restore``; where that cannot be
+done, the applied scripts are replayed there instead, as ``tbmigrate sql`` does), and
+the pending steps are applied there with the executor ``run`` uses, every statement
+captured.  Around each
 statement PostgreSQL is asked, on the scratch database, what only it knows for sure:
 
 - **which strong locks the transaction held before the statement** (``pg_locks``):
@@ -43,8 +45,8 @@ from typing import Any
 
 from django.db import connections
 
-from migrator import history, targets
-from migrator.errors import MigrationFailed
+from migrator import backup, history, targets
+from migrator.errors import BackupFailed, MigrationFailed
 from migrator.executor import OWN_TABLES, Executor
 from migrator.scripts import Script
 from migrator.sql_preview import shown_params
@@ -89,21 +91,44 @@ class Rehearsal:
     vendor: str
     steps: list[Step] = field(default_factory=list)
     existing: set[TableKey] = field(default_factory=set)  # tables before the first step
+    copy_failed: str = ""  # why the live schema was not copied (the scripts were replayed)
+
+
+# tbmigrate's own tables and Django's migration record: made afresh on the scratch copy.
+COPY_EXCLUDES = (*history.TABLES, "django_migrations")
 
 
 def rehearse(
-    alias: str, before: Sequence[Script], steps: Sequence[Script], *, track: bool = False
+    alias: str,
+    before: Callable[[], Sequence[Script]],
+    steps: Sequence[Script],
+    *,
+    track: bool = False,
 ) -> Rehearsal:
-    """Replay ``before`` on a scratch database like ``alias``'s, then apply ``steps``
-    there, each statement captured with its facts.  A script of ``before`` that fails
-    raises ``MigrationFailed``; a failing step keeps its error and the next one runs."""
+    """Make a scratch database like ``alias``'s, then apply ``steps`` there, each
+    statement captured with its facts; a failing step keeps its error and the next
+    one runs.
+
+    On PostgreSQL the scratch database gets ``alias``'s live schema, no rows
+    (``backup.copy_schema``): the steps meet the tables they will meet, also those
+    no script made (an adopted database, a hand fix).  Where the copy cannot be made
+    (no ``pg_dump``, an extension the user may not create) the scripts ``before()``
+    are replayed instead, as on SQLite, and ``Rehearsal.copy_failed`` says why; a
+    script of ``before()`` that fails then raises ``MigrationFailed``."""
     vendor = targets.vendor(alias)
     result = Rehearsal(vendor)
     sink = io.StringIO()  # what scripts print on the scratch database is nobody's output
     with scratch_database(alias) as scratch:
+        copied = False
+        if vendor == "postgresql":
+            try:
+                backup.copy_schema(alias, scratch, exclude=COPY_EXCLUDES)
+                copied = True
+            except BackupFailed as exc:
+                result.copy_failed = str(exc)  # pg_restore's one transaction left nothing
         history.ensure_schema(scratch)
         with Executor(scratch, script_output=sink) as executor:
-            for script in before:
+            for script in () if copied else before():
                 try:
                     executor.apply(script)
                 except MigrationFailed as exc:
