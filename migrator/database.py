@@ -418,7 +418,7 @@ class Database:
         (the primary key, or any unique indexed column); return the number of rows
         updated.
 
-        Each batch is sized to take about ``target_batch_seconds`` (0.1 s by default),
+        Each batch is sized to take about ``target_batch_seconds`` (0.02 s by default),
         starting at ``batch_size`` rows (1,000 by default), growing while batches are
         quick and shrinking when they slow down; a batch that met lock waits is followed
         by a smaller one, and a slow-down by a pause as long as the time it lost, so a

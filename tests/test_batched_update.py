@@ -124,7 +124,7 @@ def test_the_control_law_in_numbers():
     from migrator.backfill import BatchSizer
 
     default = BatchSizer.for_call(None, None, 0.0, None, in_transaction=False)
-    assert (default.size, default.target) == (1000, 0.1)
+    assert (default.size, default.target) == (1000, 0.02)
     fixed = BatchSizer.for_call(300, None, 0.5, None, in_transaction=False)
     assert (fixed.after(300, 5.0), fixed.size) == (0.5, 300)  # batch_size alone: as before
     started = BatchSizer.for_call(50, 0.2, 0.0, None, in_transaction=False)
@@ -173,10 +173,10 @@ def test_quick_batches_grow_and_progress_records_each_batch(target):
     assert [batch["rows_done"] for batch in seen][-1] == ROWS
     assert [batch["batches"] for batch in seen] == list(range(1, len(seen) + 1))
     assert {batch["target_batch_seconds"] for batch in seen} == {0.5}
-    # The default is adaptive too: 0.1 s batches from 1,000 rows.
+    # The default is adaptive too: 0.02 s batches from 1,000 rows.
     seen.clear()
     db.batched_update("fills", "amount_cents = NULL", progress=False)
-    assert seen[0]["batch_size"] == 1000 and seen[0]["target_batch_seconds"] == 0.1
+    assert seen[0]["batch_size"] == 1000 and seen[0]["target_batch_seconds"] == 0.02
 
 
 SLOW_FROM, SLOW_TO, SLOW_SECONDS, LAST = 301, 1300, 0.0005, 2000
