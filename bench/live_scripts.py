@@ -278,12 +278,22 @@ def batched_update_accepts(name: str) -> bool:
     return name in inspect.signature(Database.batched_update).parameters
 
 
-def helpers(folder: Path, target_batch_seconds: float, batch_size: int) -> None:
-    """Through the helpers, with tbmigrate's own lock timeouts and retries."""
-    if batched_update_accepts("target_batch_seconds") and target_batch_seconds:
-        sizing = f"target_batch_seconds={target_batch_seconds}"
-    else:
-        sizing = f"batch_size={batch_size}"
+def helpers(
+    folder: Path,
+    target_batch_seconds: float | None,
+    batch_size: int,
+    max_rows_per_second: float | None = None,
+) -> None:
+    """Through the helpers, with tbmigrate's own lock timeouts and retries; the backfill
+    sized as tbmigrate sizes it unless ``target_batch_seconds`` is given (a checkout
+    without time-sized batches: ``batch_size``)."""
+    sizing = ""
+    if not batched_update_accepts("target_batch_seconds"):
+        sizing = f", batch_size={batch_size}"
+    elif target_batch_seconds:
+        sizing = f", target_batch_seconds={target_batch_seconds}"
+    if max_rows_per_second and batched_update_accepts("max_rows_per_second"):
+        sizing += f", max_rows_per_second={max_rows_per_second}"
     steps: list[tuple[str, str, bool, str, str]] = [
         (
             "add-order-fee",
@@ -298,7 +308,7 @@ def helpers(folder: Path, target_batch_seconds: float, batch_size: int) -> None:
             "backfill-order-fee",
             "Fill orders.fee_cents in batches",
             False,
-            f"""    db.batched_update("orders", "fee_cents = {FEE}", "fee_cents IS NULL", {sizing})
+            f"""    db.batched_update("orders", "fee_cents = {FEE}", "fee_cents IS NULL"{sizing})
 """,
             '    db.execute("UPDATE orders SET fee_cents = NULL")\n',
         ),
