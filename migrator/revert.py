@@ -14,11 +14,12 @@ and once more to do it would cost two passes; instead the preview *is* the rollb
   once undone, to show it, and once for real (nobody holds locks while a human thinks).
 - **Preview on a copy** (some step is ``atomic = False``: it cannot run inside a
   transaction that is undone): SQLite — the real rollback runs on an online-backup copy
-  of the file and is measured there; PostgreSQL — a scratch database is built by
-  replaying the applied scripts, the downs run on it, and what they drop is counted on
-  the live database.  What the copy cannot tell (rows a ``down`` deletes from a table
-  that is empty in the scratch copy; a scratch database that cannot be built) fails
-  closed.  Then the steps are reverted one by one as usual.
+  of the file and is measured there; PostgreSQL — the live schema is copied, no rows,
+  into a scratch database (the applied scripts replayed there where it cannot be), the
+  downs run on it, and what they drop is counted on the live database.  What the copy
+  cannot tell (rows a ``down`` deletes from a table that is empty in the scratch copy; a
+  down that fails there; a scratch database that cannot be built) fails closed.  Then
+  the steps are reverted one by one as usual.
 
 Both return a ``Report`` with the ``data_loss`` checks and the guards.
 """
@@ -36,7 +37,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 
-from migrator import conf, redact, targets, timeouts, vendors
+from migrator import conf, history, redact, targets, timeouts, vendors
 from migrator.errors import MigrationFailed, MigratorError
 from migrator.executor import Executor, Progress, StepResult
 from migrator.planner import MigrationState, Plan
@@ -289,7 +290,7 @@ def on_copy(
     guard_results: list[Any],
 ) -> Pass:
     """Measure the rollback on a copy: SQLite's online backup, or a PostgreSQL scratch
-    database built from the applied scripts; what the copy cannot tell fails closed."""
+    database holding the live schema; what the copy cannot tell fails closed."""
     report = report_for(alias, steps)
     try:
         if targets.vendor(alias) == "sqlite":
@@ -297,7 +298,17 @@ def on_copy(
         else:
             measured, count, statements, unpreviewable = _on_scratch(alias, steps, states)
     except MigrationFailed as exc:
-        return Pass(_failed_preview(alias, steps, exc, guard_results))
+        if targets.vendor(alias) == "sqlite":
+            # a copy with every row: the real down fails the same way, and its own
+            # failure (audited with its traceback) stops the rollback
+            return Pass(_failed_preview(alias, steps, exc, guard_results))
+        # An empty scratch copy: what failed there proves nothing of the live database,
+        # and what the downs would destroy was not seen, so the rollback fails closed.
+        measured, count, statements = Measured(), 0, []
+        unpreviewable = [
+            "the rollback could not be previewed on a scratch copy of the schema (no rows): "
+            f"{redact.scrub(str(exc))}"
+        ]
     except (MigratorError, DatabaseError, OSError, sqlite3.Error) as exc:
         measured, count, statements = Measured(), 0, []
         unpreviewable = [f"the rollback could not be previewed: {redact.scrub(str(exc))}"]
@@ -367,14 +378,29 @@ def _sqlite_copy(alias: str) -> Iterator[str]:
 def _on_scratch(
     alias: str, steps: Sequence[MigrationState], states: Sequence[MigrationState]
 ) -> tuple[Measured, int, list[dict[str, Any]], list[str]]:
-    """PostgreSQL: replay the applied scripts on a scratch database, run the downs there,
-    and count on the live database what they dropped."""
-    from migrator.validation.scratch import replay, scratch_database
+    """PostgreSQL: copy the live schema (no rows) into a scratch database, or where that
+    cannot be done replay the applied scripts there; run the downs there, and count on
+    the live database what they dropped."""
+    from migrator.validation.scratch import copy_live_schema, replay, scratch_database
 
     applied = [s for s in states if s.is_applied and s.record is not None and s.script]
     applied.sort(key=lambda s: (s.record.applied_at, s.version))  # type: ignore[union-attr]
     with scratch_database(alias) as scratch:
-        replay(scratch, [s.script for s in applied])  # type: ignore[misc]
+        if copy_live_schema(alias, scratch):
+            replay(scratch, [s.script for s in applied])  # type: ignore[misc]
+        else:  # the schema is there; the history the downs journal on is not
+            for state in applied:
+                script = state.script
+                assert script is not None
+                history.record_applied(
+                    scratch,
+                    version=script.version,
+                    name=script.name,
+                    description=script.description,
+                    checksum=script.checksum,
+                    duration_ms=0,
+                    source=script.source,
+                )
         measured, statements = _run_measured(scratch, steps)
     live = connections[alias]
     columns = read_columns(live, set())

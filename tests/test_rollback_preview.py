@@ -2,9 +2,9 @@
 and `validate rollback` reach the same verdict; a rename is not a loss.
 
 On both databases, with real rows in real tables.  A plan with an `atomic = False` step is
-measured on a copy (SQLite: an online-backup copy; PostgreSQL: a scratch database built
-from the applied scripts, counted on the live one); a plan of atomic steps is measured
-in the rollback's own transaction.
+measured on a copy (SQLite: an online-backup copy; PostgreSQL: a scratch database holding
+the live schema, counted on the live one); a plan of atomic steps is measured in the
+rollback's own transaction.
 """
 
 from __future__ import annotations
@@ -225,3 +225,72 @@ def test_a_non_atomic_down_that_deletes_rows_fails_closed_on_postgresql(make_dat
     forced = tbmigrate("rollback", "--no-input", "--force", database=target)
     assert forced.code == 0, forced.err
     assert Database(connections[target.alias]).scalar("SELECT COUNT(*) FROM journal") == 1
+
+
+# -- a database tbmigrate adopted: tables no script made ---------------------------------
+@pytest.fixture
+def adopted(target, scripts_dir):
+    """``trades`` (3 rows) made by hand, no script knows it; 1.0.0 (atomic = False) adds
+    ``trades.fee`` and indexes it, its down drops both; 2 fees are filled in."""
+    concurrently = target.vendor == "postgresql"
+    Database(connections[target.alias]).execute(
+        "CREATE TABLE trades (id INTEGER PRIMARY KEY, qty INTEGER)"
+    )
+    write_script(
+        scripts_dir,
+        "1.0.0",
+        "trade-fee",
+        up=(
+            'db.add_column("trades", "fee", "INTEGER")\n'
+            f'db.create_index("trades", ["fee"], name="trades_fee", concurrently={concurrently})'
+        ),
+        down=(
+            f'db.drop_index("trades_fee", concurrently={concurrently})\n'
+            'db.drop_column("trades", "fee")'
+        ),
+        atomic=False,
+    )
+    db = Database(connections[target.alias])
+    for n in range(3):
+        db.execute("INSERT INTO trades (id, qty) VALUES (%s, %s)", [n + 1, n])
+    assert tbmigrate("run", database=target).code == 0
+    db.execute("UPDATE trades SET fee = id * 10 WHERE id <= 2")
+    return target
+
+
+def test_a_non_atomic_down_on_an_adopted_table_is_measured_and_refused(adopted):
+    """The preview meets the live schema (on PostgreSQL a scratch copy of it; on SQLite a
+    backup copy): the column the down drops is named with its values, and nothing goes
+    without --force.  Replaying the scripts on an empty database could not even build
+    1.0.0 (no trades there), and the rollback used to go through on that."""
+    before = unchanged(adopted)
+    for command in (
+        ("rollback", "--to", "0", "--dry-run"),
+        ("rollback", "--to", "0", "--no-input"),
+    ):
+        result = tbmigrate(*command, database=adopted)
+        assert result.code == 1, result.out + result.err
+        failures = [c[2] for c in checks(result, "FAIL")]
+        assert any(
+            "column trades.fee would be dropped with its 2 non-null value(s)" in f for f in failures
+        ), result.out
+    assert unchanged(adopted) == before and applied(adopted) == ["1.0.0"]
+    forced = tbmigrate("rollback", "--to", "0", "--no-input", "--force", database=adopted)
+    assert forced.code == 0, forced.out + forced.err
+    assert applied(adopted) == [] and "trades" in tables_of(adopted)
+
+
+def test_without_pg_dump_a_preview_that_cannot_be_built_fails_closed(adopted, settings):
+    """No pg_dump: the applied scripts are replayed instead, and 1.0.0 cannot be built on an
+    empty database; what the down would destroy is unknown, so the rollback is refused
+    (it used to be a non-blocking 'down fails' and went on, dropping trades.fee)."""
+    settings.TBMIGRATE_PG_DUMP = "/nonexistent/pg_dump"
+    before = unchanged(adopted)
+    result = tbmigrate("rollback", "--to", "0", "--no-input", database=adopted)
+    assert result.code == 1, result.out + result.err
+    if adopted.vendor == "postgresql":
+        assert "could not be previewed on a scratch copy of the schema" in result.out
+        assert 'relation "trades" does not exist' in result.out
+    else:  # SQLite's copy is a backup of the file: pg_dump plays no part
+        assert "column trades.fee would be dropped with its 2 non-null value(s)" in result.out
+    assert unchanged(adopted) == before and applied(adopted) == ["1.0.0"]

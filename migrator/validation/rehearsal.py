@@ -45,14 +45,14 @@ from typing import Any
 
 from django.db import connections
 
-from migrator import backup, history, targets
-from migrator.errors import BackupFailed, MigrationFailed
+from migrator import history, targets
+from migrator.errors import MigrationFailed
 from migrator.executor import OWN_TABLES, Executor
 from migrator.scripts import Script
 from migrator.sql_preview import shown_params
 from migrator.validation import statements
 from migrator.validation.introspect import Schema
-from migrator.validation.scratch import scratch_database
+from migrator.validation.scratch import copy_live_schema, scratch_database
 from migrator.validation.tracker import Changes, Tracker
 
 # Table locks that block writers (SHARE and up) or everyone (ACCESS EXCLUSIVE).
@@ -94,10 +94,6 @@ class Rehearsal:
     copy_failed: str = ""  # why the live schema was not copied (the scripts were replayed)
 
 
-# tbmigrate's own tables and Django's migration record: made afresh on the scratch copy.
-COPY_EXCLUDES = (*history.TABLES, "django_migrations")
-
-
 def rehearse(
     alias: str,
     before: Callable[[], Sequence[Script]],
@@ -121,11 +117,8 @@ def rehearse(
     with scratch_database(alias) as scratch:
         copied = False
         if vendor == "postgresql":
-            try:
-                backup.copy_schema(alias, scratch, exclude=COPY_EXCLUDES)
-                copied = True
-            except BackupFailed as exc:
-                result.copy_failed = str(exc)  # pg_restore's one transaction left nothing
+            result.copy_failed = copy_live_schema(alias, scratch)
+            copied = not result.copy_failed
         history.ensure_schema(scratch)
         with Executor(scratch, script_output=sink) as executor:
             for script in () if copied else before():

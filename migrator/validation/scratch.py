@@ -44,6 +44,24 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "tbmigrate_scratch_"
 
+# tbmigrate's own tables and Django's migration record: made afresh on a scratch copy.
+COPY_EXCLUDES = (*history.TABLES, "django_migrations")
+
+
+def copy_live_schema(source: str, scratch: str) -> str:
+    """Copy ``source``'s schema, no rows, into the new PostgreSQL scratch database
+    ``scratch`` (``backup.copy_schema``) and make tbmigrate's tables there; ``""`` when
+    done, else why not, the scratch database left empty (pg_restore's one transaction)."""
+    from migrator import backup
+    from migrator.errors import BackupFailed
+
+    try:
+        backup.copy_schema(source, scratch, exclude=COPY_EXCLUDES)
+    except BackupFailed as exc:
+        return str(exc)
+    history.ensure_schema(scratch)
+    return ""
+
 
 def scratch_name() -> str:
     return f"{PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
