@@ -416,6 +416,9 @@ class Executor:
             )
         elif journal is None:
             undone = "rolled back, nothing of it remains"
+        elif targets.is_scratch(self.alias):
+            # what to do about a failed non-atomic step is no concern of a throw-away database
+            undone = "on a scratch database, thrown away after"
         else:
             got = _progress_phrase(journal.progress)
             undone = "it ran outside a transaction, so what it did so far stays" + (

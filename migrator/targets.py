@@ -119,6 +119,14 @@ def add(alias: str, url_or_config: str | dict[str, Any], *, variable: str | None
     return alias
 
 
+SCRATCH_PREFIX = "tbmigrate_scratch_"  # the aliases (and names) of throw-away databases
+
+
+def is_scratch(alias: str) -> bool:
+    """Whether ``alias`` is a throw-away database of validation (``validation/scratch.py``)."""
+    return alias.startswith(SCRATCH_PREFIX)
+
+
 def remove(alias: str) -> None:
     """Close and forget a run-time alias."""
     if any(c.alias == alias for c in connections.all(initialized_only=True)):

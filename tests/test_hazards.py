@@ -626,6 +626,8 @@ def test_without_pg_dump_the_scripts_are_replayed_and_the_gate_says_it_is_blind(
     assert "the lock-hazard gate must see what the pending steps run" in message
     assert "replaying the applied migrations" in message and "1.0.0" in message
     assert 'relation "trades" does not exist' in message
+    refused = next(e for e in events(adopted) if e.outcome == "refused")
+    assert 'relation "trades" does not exist' in refused.details["unseen"]
     assert state(adopted) == before
     settings.TBMIGRATE_PG_DUMP = "pg_dump"
     done = tbmigrate("run", database=adopted)

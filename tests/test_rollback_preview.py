@@ -291,6 +291,11 @@ def test_without_pg_dump_a_preview_that_cannot_be_built_fails_closed(adopted, se
     if adopted.vendor == "postgresql":
         assert "could not be previewed on a scratch copy of the schema" in result.out
         assert 'relation "trades" does not exist' in result.out
+        # 1.0.0 is non-atomic: the advice for one that failed (repair) is the live
+        # database's, not the scratch copy's
+        assert "1.0.0 trade-fee failed to apply" in result.out
+        assert "on a scratch database, thrown away after" in result.out
+        assert "tbmigrate repair" not in result.out + result.err
     else:  # SQLite's copy is a backup of the file: pg_dump plays no part
         assert "column trades.fee would be dropped with its 2 non-null value(s)" in result.out
     assert unchanged(adopted) == before and applied(adopted) == ["1.0.0"]

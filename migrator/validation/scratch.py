@@ -42,7 +42,7 @@ from migrator.validation.tracker import Tracker
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "tbmigrate_scratch_"
+PREFIX = targets.SCRATCH_PREFIX
 
 # tbmigrate's own tables and Django's migration record: made afresh on a scratch copy.
 COPY_EXCLUDES = (*history.TABLES, "django_migrations")
