@@ -160,8 +160,12 @@ def _libpq(alias: str) -> tuple[str, dict[str, str]]:
     return make_conninfo("", **libpq), env
 
 
-def _first_error(completed: subprocess.CompletedProcess[str]) -> str:
-    """The first line a client tool printed on failure, passwords masked."""
+def _run_tool(command: list[str], env: dict[str, str]) -> str:
+    """Run a libpq client tool to its end: ``""`` when it succeeded, else the first line
+    it printed (passwords masked), or its exit status."""
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if completed.returncode == 0:
+        return ""
     lines = [line for line in redact.scrub(completed.stderr).splitlines() if line.strip()]
     return lines[0] if lines else f"exit status {completed.returncode}"
 
@@ -175,11 +179,10 @@ def _pg_dump(alias: str, path: Path) -> None:
         f"--file={path}",
         f"--dbname={dsn}",
     ]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
+    error = _run_tool(command, env)
+    if error:
         raise BackupFailed(
-            f"pg_dump could not back up {targets.describe(alias)}: {_first_error(completed)}; "
-            "nothing was run"
+            f"pg_dump could not back up {targets.describe(alias)}: {error}; nothing was run"
         )
 
 
@@ -212,7 +215,7 @@ def copy_schema(source: str, target: str, exclude: tuple[str, ...] = ()) -> None
     target_dsn, target_env = _libpq(target)
     with tempfile.TemporaryDirectory(prefix="tbmigrate-schema-") as folder:
         path = Path(folder) / "schema.dump"
-        dumped = subprocess.run(
+        error = _run_tool(
             [
                 dump,
                 "--schema-only",
@@ -224,14 +227,11 @@ def copy_schema(source: str, target: str, exclude: tuple[str, ...] = ()) -> None
                 f"--file={path}",
                 f"--dbname={source_dsn}",
             ],
-            env=source_env,
-            capture_output=True,
-            text=True,
-            check=False,
+            source_env,
         )
-        if dumped.returncode != 0:
-            raise BackupFailed(f"pg_dump: {_first_error(dumped)}")
-        restored = subprocess.run(
+        if error:
+            raise BackupFailed(f"pg_dump: {error}")
+        error = _run_tool(
             [
                 restore,
                 "--single-transaction",
@@ -242,13 +242,10 @@ def copy_schema(source: str, target: str, exclude: tuple[str, ...] = ()) -> None
                 f"--dbname={target_dsn}",
                 str(path),
             ],
-            env=target_env,
-            capture_output=True,
-            text=True,
-            check=False,
+            target_env,
         )
-        if restored.returncode != 0:
-            raise BackupFailed(f"pg_restore: {_first_error(restored)}")
+        if error:
+            raise BackupFailed(f"pg_restore: {error}")
 
 
 def _audit(alias: str, outcome: str, **kwargs: object) -> None:

@@ -247,15 +247,7 @@ class Executor:
         """Record ``script`` as applied without running it (adopting an existing database)."""
         self.progress.on_start("fake", script)
         with transaction.atomic(using=self.alias):
-            history.record_applied(
-                self.alias,
-                version=script.version,
-                name=script.name,
-                description=script.description,
-                checksum=script.checksum,
-                duration_ms=0,
-                source=script.source,
-            )
+            history.record_unrun(self.alias, script)
             history.audit(
                 self.alias,
                 "fake",

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 from django.db.models import QuerySet
@@ -27,6 +27,9 @@ import migrator
 from migrator import redact, targets
 from migrator.models import AppliedMigration, AuditEvent
 from migrator.versions import Version
+
+if TYPE_CHECKING:
+    from migrator.scripts import Script
 
 TABLES = (AppliedMigration._meta.db_table, AuditEvent._meta.db_table)
 APPLIED = AppliedMigration.APPLIED
@@ -237,6 +240,20 @@ def load(alias: str) -> list[Record]:
     if not tables_exist(alias):
         return []
     return _records(AppliedMigration.objects.using(alias).all(), record_fields(alias))
+
+
+def record_unrun(alias: str, script: Script) -> None:
+    """Record ``script`` as applied without having run it (``--fake``, an adopted
+    history, a scratch copy that has the schema already): duration 0."""
+    record_applied(
+        alias,
+        version=script.version,
+        name=script.name,
+        description=script.description,
+        checksum=script.checksum,
+        duration_ms=0,
+        source=script.source,
+    )
 
 
 def record_applied(

@@ -390,17 +390,8 @@ def _on_scratch(
             replay(scratch, [s.script for s in applied])  # type: ignore[misc]
         else:  # the schema is there; the history the downs journal on is not
             for state in applied:
-                script = state.script
-                assert script is not None
-                history.record_applied(
-                    scratch,
-                    version=script.version,
-                    name=script.name,
-                    description=script.description,
-                    checksum=script.checksum,
-                    duration_ms=0,
-                    source=script.source,
-                )
+                assert state.script is not None
+                history.record_unrun(scratch, state.script)
         measured, statements = _run_measured(scratch, steps)
     live = connections[alias]
     columns = read_columns(live, set())

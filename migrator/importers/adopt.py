@@ -93,15 +93,7 @@ def _record(alias: str, tool: str, table: str, todo: Sequence[Adopted], loaded: 
     with transaction.atomic(using=alias):
         for adopted in todo:
             script = loaded[adopted.imported.version]
-            history.record_applied(
-                alias,
-                version=script.version,
-                name=script.name,
-                description=script.description,
-                checksum=script.checksum,
-                duration_ms=0,
-                source=script.source,
-            )
+            history.record_unrun(alias, script)
             history.audit(
                 alias,
                 "adopt",

@@ -117,9 +117,10 @@ def rehearse(
     with scratch_database(alias) as scratch:
         copied = False
         if vendor == "postgresql":
-            result.copy_failed = copy_live_schema(alias, scratch)
+            result.copy_failed = copy_live_schema(alias, scratch)  # makes tbmigrate's tables
             copied = not result.copy_failed
-        history.ensure_schema(scratch)
+        if not copied:
+            history.ensure_schema(scratch)
         with Executor(scratch, script_output=sink) as executor:
             for script in () if copied else before():
                 try:
